@@ -1,0 +1,53 @@
+# LLM Journey: every target is a stage of one pipeline.
+#   make data -> make tokenizer -> make shards -> make inspect -> make pretrain
+# Each stage reads the previous stage's artifacts under artifacts/<recipe>/ and writes its own.
+# CONFIG picks the recipe (a TOML file in configs/); the default runs offline on the embedded corpus.
+
+SHELL      := /bin/bash
+CONFIG     ?= configs/demo.toml
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.installed
+# The CPU wheel of torch that lies on this kind of machine's disk; GPU machines get a CUDA build instead.
+TORCH_CPU  ?= torch==2.13.0
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint format bench clean
+
+help:
+	@echo "make setup            create .venv and install runtime + dev dependencies"
+	@echo "make test             run the whole test suite"
+	@echo "make lint             ruff"
+	@echo "make data|tokenizer|shards|inspect|pretrain|sample|eval|serve   (CONFIG=$(CONFIG))"
+	@echo "make bench            all benchmarks (results in BENCHMARKS.md)"
+
+setup: $(STAMP)
+
+# Install torch first so that the project's loose `torch>=...` requirement is already satisfied:
+# without a GPU we take the CPU wheel (small, on disk here); with one, pip's default CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PIP) install -q torch; else $(PIP) install -q "$(TORCH_CPU)"; fi
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+# PYTEST_ARGS lets you narrow a run: make test PYTEST_ARGS="tests/test_encode.py -x"
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check . || true
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf artifacts .pytest_cache .ruff_cache
+
+# Each issue's targets live in their own file so that stages stay readable on their own.
+include $(sort $(wildcard mk/*.mk))

