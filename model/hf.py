@@ -1,0 +1,279 @@
+"""Move GPT-2 weights between Hugging Face transformers checkpoints and our GPT (model/gpt.py).
+
+Both implement the same network with the same parameter names (transformer.h.0.attn.c_attn.weight, ...), so
+the conversion is small, and each step has a reason:
+- OpenAI wrote GPT-2 with "Conv1D" layers that store their weight as (in, out); nn.Linear stores (out, in).
+  The four matmul weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are transposed on the way in and out.
+- Our embedding has padded_vocab_size rows (a multiple of 64, for fast matmuls); HF's has exactly vocab_size.
+  Import zero-fills the padding rows; export slices them off.
+- The output head is tied to wte. HF checkpoints may or may not carry a `lm_head.weight` copy; if present it
+  must equal wte (we refuse an untied head rather than silently dropping it). Export omits it and sets
+  tie_word_embeddings, so transformers re-ties on load.
+- Old checkpoints carry the causal-mask buffers attn.bias / attn.masked_bias: constants, skipped.
+
+Security: a checkpoint file may come from anywhere. We read safetensors (no code execution possible) and load
+legacy pytorch_model.bin files with torch.load(weights_only=True), which refuses arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from model.gpt import GPT, LAYER_NORM_EPS, GPTConfig
+
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # note: ".attn.bias", not ".attn.c_attn.bias"
+# GPT-2's released widths -> head counts: lets a bare state dict of an OpenAI size load without a config.
+KNOWN_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU's tanh approximation
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _read_config_json(path: Path) -> GPTConfig:
+    try:
+        hf = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the transformers config: {e}") from e
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"{path}: model_type {hf.get('model_type')!r} is not 'gpt2'")
+    # Variants of GPT2Config that our GPT does not implement: refuse them instead of computing something else.
+    checks = {
+        "activation_function": (hf.get("activation_function", "gelu_new") in TANH_GELUS, "gelu_new"),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True) is True, True),
+        "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False) is False, False),
+        "add_cross_attention": (hf.get("add_cross_attention", False) is False, False),
+        "n_inner": (hf.get("n_inner") in (None, 4 * hf.get("n_embd", 768)), "null or 4*n_embd"),
+        "layer_norm_epsilon": (abs(hf.get("layer_norm_epsilon", LAYER_NORM_EPS) - LAYER_NORM_EPS) < 1e-12, 1e-5),
+        "tie_word_embeddings": (hf.get("tie_word_embeddings", True) is True, True),
+    }
+    for field, (ok, supported) in checks.items():
+        if not ok:
+            raise ValueError(f"{path}: unsupported {field}={hf.get(field)!r} (this GPT supports {supported!r})")
+    try:
+        return GPTConfig(
+            block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+            vocab_size=hf.get("vocab_size", 50257),
+            n_layer=hf.get("n_layer", 12),
+            n_head=hf.get("n_head", 12),
+            n_embd=hf.get("n_embd", 768),
+            dropout=0.0,
+            bias=True,
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if path.suffix == ".bin":
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+        except Exception as e:
+            raise ValueError(f"{path}: not a plain tensor checkpoint (weights_only load failed): {e}") from e
+    raise ValueError(f"{path}: expected a .safetensors or .bin weight file")
+
+
+def _load_checkpoint_dir(directory: Path) -> dict[str, torch.Tensor]:
+    """Weights of a save_pretrained directory: single or sharded (index.json), safetensors preferred."""
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        if (directory / single).is_file():
+            return _load_weight_file(directory / single)
+        if (directory / index).is_file():
+            try:
+                weight_map = json.loads((directory / index).read_text())["weight_map"]
+            except (OSError, json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{directory / index}: not a valid shard index: {e}") from e
+            state: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                state.update(_load_weight_file(directory / shard))
+            return state
+    raise FileNotFoundError(
+        f"{directory}: no model.safetensors, pytorch_model.bin or their .index.json: not a transformers checkpoint"
+    )
+
+
+def _normalise_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF GPT-2 state dict (GPT2LMHeadModel or bare GPT2Model keys) -> our key names, without buffers/head."""
+    out: dict[str, torch.Tensor] = {}
+    lm_head = None
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            lm_head = tensor
+            continue
+        if key.endswith(MASK_BUFFERS):
+            continue  # the causal mask constants of old transformers versions
+        name = key if key.startswith("transformer.") else f"transformer.{key}"
+        out[name] = tensor
+    wte = out.get("transformer.wte.weight")
+    if lm_head is not None and wte is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head, wte)):
+        raise ValueError("checkpoint has an lm_head.weight that differs from wte: untied heads are not supported")
+    return out
+
+
+def _infer_config(state: Mapping[str, torch.Tensor]) -> GPTConfig:
+    try:
+        vocab_size, n_embd = state["transformer.wte.weight"].shape
+        block_size = state["transformer.wpe.weight"].shape[0]
+    except KeyError as e:
+        raise ValueError(f"state dict has no {e.args[0]}: not a GPT-2 checkpoint") from e
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
+    if n_embd not in KNOWN_HEADS:
+        raise ValueError(
+            f"cannot infer n_head for n_embd={n_embd} from a state dict: pass config=GPTConfig(...) "
+            "or load the checkpoint directory with its config.json"
+        )
+    return GPTConfig(
+        block_size=block_size,
+        vocab_size=vocab_size,
+        n_layer=len(layers),
+        n_head=KNOWN_HEADS[n_embd],
+        n_embd=n_embd,
+        bias="transformer.ln_f.bias" in state,
+    )
+
+
+def load_hf_gpt2(
+    source: str | os.PathLike | Mapping[str, torch.Tensor], config: GPTConfig | None = None, dropout: float = 0.0
+) -> GPT:
+    """A GPT with the weights of a transformers GPT-2 checkpoint.
+
+    source: a save_pretrained directory (config.json + model.safetensors or pytorch_model.bin, possibly sharded),
+    a single weight file (its directory's config.json is used when present), or a state dict.
+    config: overrides the config.json / shape-inferred architecture. Returns an fp32 model in eval mode.
+    """
+    if isinstance(source, Mapping):
+        raw = dict(source)
+        config_path = None
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raw, config_path = _load_checkpoint_dir(path), path / "config.json"
+        elif path.is_file():
+            raw, config_path = _load_weight_file(path), path.parent / "config.json"
+        else:
+            raise FileNotFoundError(f"{path}: no such checkpoint directory or weight file")
+    state = _normalise_state_dict(raw)
+    if config is None:
+        config = _read_config_json(config_path) if config_path and config_path.is_file() else _infer_config(state)
+    if dropout:
+        config = GPTConfig(**{**config.to_dict(), "dropout": dropout})
+
+    model = GPT(config)
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match {config}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    with torch.no_grad():
+        for name, target in ours.items():
+            tensor = state[name]
+            if name.endswith(CONV1D_WEIGHTS):
+                tensor = tensor.t()  # Conv1D (in, out) -> Linear (out, in)
+            if name == "transformer.wte.weight":
+                if tensor.shape != (config.vocab_size, config.n_embd):
+                    raise ValueError(f"{name}: shape {tuple(tensor.shape)} != {(config.vocab_size, config.n_embd)}")
+                target[: config.vocab_size].copy_(tensor)
+                target[config.vocab_size :].zero_()  # padding rows: inert
+                continue
+            if tensor.shape != target.shape:
+                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(target.shape)}")
+            target.copy_(tensor)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def hf_config_dict(config: GPTConfig, eos_token_id: int | None = None, dtype: torch.dtype = torch.float32) -> dict:
+    """transformers GPT2Config fields describing `config` (eos/bos default to the last id, our tokenizers' eot)."""
+    eot = config.vocab_size - 1 if eos_token_id is None else eos_token_id
+    dtype_name = str(dtype).removeprefix("torch.")
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "torch_dtype": dtype_name,  # transformers 4.x
+        "dtype": dtype_name,  # transformers 5.x
+    }
+
+
+def hf_state_dict(model: GPT, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Our weights under GPT2LMHeadModel names: Conv1D layout, unpadded vocabulary, no lm_head (tied)."""
+    config = model.config
+    out = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        if name.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if name == "transformer.wte.weight":
+            tensor = tensor[: config.vocab_size]
+        out[name] = tensor.to(device="cpu", dtype=dtype or tensor.dtype).contiguous().clone()
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_hf(
+    model: GPT, directory: str | os.PathLike, eos_token_id: int | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained(directory) loads.
+
+    dtype: e.g. torch.bfloat16 to halve the file (default: the model's dtype). Pair it with
+    `Tokenizer.save_hf(directory)` to make the directory usable with AutoTokenizer too.
+    """
+    from safetensors.torch import save_file
+
+    config = model.config
+    if not config.bias:
+        raise ValueError("transformers' GPT-2 always has biases: a bias=False model cannot be exported as GPT-2")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = hf_state_dict(model, dtype)
+    hf_config = hf_config_dict(config, eos_token_id, tensors["transformer.wte.weight"].dtype)
+    # weights first, config last: a directory with a config.json is complete
+    _atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2) + "\n"))
+    return directory
