@@ -1,0 +1,264 @@
+"""The pretraining stage's part of a recipe: the [model], [train], [eval] and [wandb] sections.
+
+The recipe loader (pipelines.recipe) knows nothing about these sections; this module validates them
+(unknown key, wrong type or impossible value -> ValueError naming the key and the recipe file) and turns
+them into frozen dataclasses, so the trainer never reads a raw dict and a typo fails before any work.
+
+Values that depend on the data (the vocabulary size, the number of steps a token budget buys) are
+resolved later by the trainer, which has the shards open; the arithmetic lives in `batch_plan`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROMPTS = ("I am a doctor, let me teach you about",)
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which GPT to build: a preset from model.PRESETS plus optional overrides of its fields."""
+
+    preset: str = "gpt2"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    dropout: float | None = None
+    bias: bool | None = None
+    # None = the shards' vocabulary (what the tokenizer produced). Setting it larger is allowed
+    # (e.g. 50304 for a GPU-friendly size); smaller than the shards' is an error.
+    vocab_size: int | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "preset" and v is not None}
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    micro_batch_size: int = 64  # B: sequences per forward pass per process
+    seq_len: int | None = None  # T: tokens per sequence; None = the model's block_size
+    total_batch_tokens: int = 524_288  # tokens per optimizer step over all processes and micro-steps (2**19)
+    token_budget: int = 10_000_000_000  # max_steps = token_budget // total_batch_tokens ...
+    max_steps: int | None = None  # ... unless given explicitly
+    max_lr: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_steps: int = 715
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 = no clipping (the norm is still measured and logged)
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on CPU) | bfloat16 | float32
+    compile: str = "auto"  # auto (on for CUDA, off elsewhere) | true | false
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
+    log_every: int = 1  # console line every N steps (metrics.jsonl gets every step)
+    cpu_threads: int = 0  # torch.set_num_threads on CPU; 0 = torch's default
+    peak_tflops: float = 0.0  # accelerator peak for MFU; 0 = look the device up (H100 bf16 = 989)
+    out_dir: str = ""  # "" = artifacts/<recipe>/pretrain
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    every: int = 250  # steps between validation-loss measurements (also at step 0 and at the end)
+    val_tokens: int = 10_485_760  # tokens of the val split per measurement (rounded to whole windows)
+    sample_every: int | None = None  # None = same as `every`; 0 = never during training
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    sample_tokens: int = 32
+    samples_per_prompt: int = 2
+    temperature: float = 1.0
+    top_k: int = 50
+    hellaswag: str = ""  # path of a HellaSwag jsonl (official schema); "" = skip
+    hellaswag_every: int | None = None  # None = same as `every`
+    hellaswag_limit: int = 0  # score only the first N examples; 0 = all
+
+
+@dataclass(frozen=True)
+class WandbSection:
+    mode: str = "disabled"  # disabled | offline (writes a local run you can `wandb sync` later) | online
+    project: str = "llm-journey"
+    entity: str = ""
+    run_name: str = ""  # "" = the recipe name
+    group: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    recipe_name: str
+    recipe_path: Path
+    shards_dir: Path
+    out_dir: Path
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    wandb: WandbSection = field(default_factory=WandbSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only: stored in checkpoints (loaded with weights_only=True) and sent to wandb."""
+        return {
+            "recipe_name": self.recipe_name,
+            "recipe_path": str(self.recipe_path),
+            "shards_dir": str(self.shards_dir),
+            "out_dir": str(self.out_dir),
+            "model": asdict(self.model),
+            "train": asdict(self.train),
+            "eval": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.eval).items()},
+            "wandb": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.wandb).items()},
+        }
+
+
+def _expected_types(cls) -> dict[str, tuple[type, ...]]:
+    """Allowed TOML value types per field, read off the dataclass annotations (strings under PEP 563)."""
+    out = {}
+    for f in fields(cls):
+        ann = str(f.type)
+        allowed: list[type] = []
+        if "bool" in ann:
+            allowed.append(bool)
+        if "int" in ann:
+            allowed.append(int)
+        if "float" in ann:
+            allowed += [float, int]
+        if "str" in ann and "tuple" not in ann:
+            allowed.append(str)
+        if "tuple" in ann:
+            allowed.append(list)
+        out[f.name] = tuple(allowed)
+    return out
+
+
+def _parse_section(cls, raw: dict[str, Any], section: str, source: Path):
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: [{section}] must be a table")
+    types = _expected_types(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in types:
+            known = ", ".join(sorted(types))
+            raise ValueError(f"{source}: unknown key {section}.{key} (known keys: {known})")
+        allowed = types[key]
+        # bool is a subclass of int in Python: `n_layer = true` must not pass as 1.
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            names = "/".join(t.__name__ for t in allowed)
+            raise ValueError(f"{source}: {section}.{key} must be {names}, got {value!r}")
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{source}: {section}.{key} must be a list of strings, got {value!r}")
+            value = tuple(value)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # `max_lr = 1` in TOML is an int; the field is a float
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check(cond: bool, source: Path, message: str) -> None:
+    if not cond:
+        raise ValueError(f"{source}: {message}")
+
+
+def _validate(cfg: PretrainConfig) -> None:
+    src, t, e, w = cfg.recipe_path, cfg.train, cfg.eval, cfg.wandb
+    for key in ("micro_batch_size", "total_batch_tokens", "token_budget", "checkpoint_every", "log_every"):
+        _check(getattr(t, key) > 0, src, f"train.{key} must be > 0, got {getattr(t, key)}")
+    _check(t.seq_len is None or t.seq_len > 0, src, f"train.seq_len must be > 0, got {t.seq_len}")
+    _check(t.max_steps is None or t.max_steps > 0, src, f"train.max_steps must be > 0, got {t.max_steps}")
+    _check(t.warmup_steps >= 0, src, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _check(0 <= t.min_lr <= t.max_lr, src, f"need 0 <= train.min_lr <= train.max_lr, got {t.min_lr}, {t.max_lr}")
+    _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, src, "train.beta1 and train.beta2 must be in [0, 1)")
+    _check(t.eps > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, src,
+           "train.eps must be > 0, train.weight_decay and train.grad_clip >= 0")
+    _check(t.device in ("auto", "cpu", "cuda"), src, f"train.device must be auto|cpu|cuda, got {t.device!r}")
+    _check(t.dtype in ("auto", "bfloat16", "float32"), src,
+           f"train.dtype must be auto|bfloat16|float32, got {t.dtype!r}")
+    _check(t.compile in ("auto", "true", "false"), src, f"train.compile must be auto|true|false, got {t.compile!r}")
+    _check(t.cpu_threads >= 0 and t.peak_tflops >= 0, src, "train.cpu_threads and train.peak_tflops must be >= 0")
+    _check(e.every > 0, src, f"eval.every must be > 0, got {e.every}")
+    _check(e.val_tokens > 0, src, f"eval.val_tokens must be > 0, got {e.val_tokens}")
+    for key in ("sample_every", "hellaswag_every"):
+        v = getattr(e, key)
+        _check(v is None or v >= 0, src, f"eval.{key} must be >= 0, got {v}")
+    _check(e.sample_tokens >= 0 and e.samples_per_prompt >= 0 and e.top_k >= 0 and e.hellaswag_limit >= 0, src,
+           "eval.sample_tokens, eval.samples_per_prompt, eval.top_k, eval.hellaswag_limit must be >= 0")
+    _check(e.temperature > 0, src, f"eval.temperature must be > 0, got {e.temperature}")
+    _check(w.mode in WANDB_MODES, src, f"wandb.mode must be one of {'|'.join(WANDB_MODES)}, got {w.mode!r}")
+
+
+def _bool_text(raw: dict[str, Any]) -> dict[str, Any]:
+    # `compile = true` reads more naturally in TOML than "true"; accept both.
+    if isinstance(raw.get("compile"), bool):
+        raw = {**raw, "compile": "true" if raw["compile"] else "false"}
+    return raw
+
+
+def pretrain_config_from_recipe(recipe) -> PretrainConfig:
+    """Validate the recipe's training sections; `recipe` is a pipelines.recipe.Recipe."""
+    src = Path(recipe.path)
+    model = _parse_section(ModelSection, recipe.section("model"), "model", src)
+    train = _parse_section(TrainSection, _bool_text(recipe.section("train")), "train", src)
+    ev = _parse_section(EvalSection, recipe.section("eval"), "eval", src)
+    wb = _parse_section(WandbSection, recipe.section("wandb"), "wandb", src)
+    artifacts = Path(recipe.artifacts_dir)
+    out_dir = Path(train.out_dir) if train.out_dir else artifacts / "pretrain"
+    cfg = PretrainConfig(recipe_name=recipe.name, recipe_path=src, shards_dir=artifacts / "shards",
+                         out_dir=out_dir, model=model, train=train, eval=ev, wandb=wb)
+    _validate(cfg)
+    return cfg
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step is assembled, and how many steps the run takes."""
+
+    micro_batch_size: int  # B per process
+    seq_len: int  # T
+    world_size: int
+    grad_accum_steps: int  # micro-steps per optimizer step in each process
+    total_batch_tokens: int  # = B * T * world_size * grad_accum_steps
+    max_steps: int
+
+    def describe(self) -> str:
+        return (f"batch: {self.total_batch_tokens:,} tokens/step = B {self.micro_batch_size} x T {self.seq_len} x "
+                f"{self.world_size} process(es) x {self.grad_accum_steps} micro-step(s); "
+                f"{self.max_steps:,} steps = {self.max_steps * self.total_batch_tokens:,} tokens")
+
+
+def batch_plan(train: TrainSection, seq_len: int, world_size: int, source: Path | str = "recipe") -> BatchPlan:
+    """The step arithmetic: total batch = B * T * processes * accumulation; steps = budget // total batch.
+
+    GPT-2 124M on 8 GPUs: 524,288 = 64 * 1024 * 8 * 1, and 10,000,000,000 // 524,288 = 19,073 steps.
+    On one GPU the same total batch needs 8 micro-steps of 64 x 1024 before each optimizer step.
+    """
+    per_micro_step = train.micro_batch_size * seq_len * world_size
+    if train.total_batch_tokens % per_micro_step != 0:
+        raise ValueError(
+            f"{source}: train.total_batch_tokens = {train.total_batch_tokens:,} is not a multiple of "
+            f"B x T x processes = {train.micro_batch_size} x {seq_len} x {world_size} = {per_micro_step:,}")
+    accum = train.total_batch_tokens // per_micro_step
+    max_steps = train.max_steps if train.max_steps is not None else train.token_budget // train.total_batch_tokens
+    if max_steps < 1:
+        raise ValueError(f"{source}: train.token_budget = {train.token_budget:,} buys no step of "
+                         f"{train.total_batch_tokens:,} tokens")
+    return BatchPlan(train.micro_batch_size, seq_len, world_size, accum, train.total_batch_tokens, max_steps)
+
+
+def lr_at(step: int, train: TrainSection, max_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then half a cosine from max_lr down to min_lr at max_steps.
+
+    Warmup starts at max_lr / warmup (not 0, which would waste the first step); the learning rate
+    after max_steps stays at min_lr, so a run extended by resuming with a larger budget is well defined.
+    """
+    if step < train.warmup_steps:
+        return train.max_lr * (step + 1) / train.warmup_steps
+    if step >= max_steps:
+        return train.min_lr
+    progress = (step - train.warmup_steps) / max(1, max_steps - train.warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return train.min_lr + coeff * (train.max_lr - train.min_lr)
