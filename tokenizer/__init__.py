@@ -1,1 +1,15 @@
-"""Pure-Python byte-level BPE tokenizer (GPT-2 / r50k_base compatible)."""
+"""Pure-Python byte-level BPE tokenizer (GPT-2 / r50k_base compatible).
+
+    from tokenizer import Tokenizer
+    tok = Tokenizer.from_gpt2_files("encoder.json", "vocab.bpe")
+    tok.encode("hello world")  # [31373, 995]
+
+Modules: byte_order (the 256 base tokens), pattern (the pre-tokenisation regex and the proven
+chunk boundaries of the fast path), bpe (merging one piece, caches), core (Tokenizer),
+formats (files), parallel (encode_batch in worker processes), train (the trainer).
+"""
+
+from .core import Tokenizer, compute_fingerprint
+from .formats import TokenizerFileError
+
+__all__ = ["Tokenizer", "TokenizerFileError", "compute_fingerprint"]

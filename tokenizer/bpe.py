@@ -1,0 +1,207 @@
+"""The BPE merge loop for one pre-token, and the caches that make encoding fast in pure Python.
+
+Byte-level BPE in one paragraph
+-------------------------------
+A pre-token (one regex piece, see pattern.py) is turned into UTF-8 bytes and split into single
+bytes: each of the 256 byte values is a token, so nothing is ever unknown. Then pairs of adjacent
+parts are merged, one merge at a time, until no adjacent pair is in the vocabulary any more.
+
+Ranks vs merges
+---------------
+GPT-2 ships an ordered list of *merges* ("a b" = merge token a with token b); the i-th merge
+creates token 256 + i. tiktoken ships *ranks* instead: token bytes -> id, where the id of a
+merged token is also its priority. The two views describe the same process: "apply the merge
+with the lowest index first" is "create the token with the lowest rank first", because a merge
+creates exactly the token whose rank is 256 + its index. So at every step we merge the adjacent
+pair whose *concatenation* has the lowest rank (leftmost pair on ties: the same pair can appear
+twice, as in "aaa"). No merge list is needed at encode time, only one dict lookup per pair.
+
+Why lowest-rank-first reproduces GPT-2's merge order: GPT-2's own `bpe()` loop picks, at every
+step, the adjacent pair with the smallest merge index and merges all its occurrences, left to
+right. We merge one occurrence at a time, but the next-lowest pair is then the same pair again
+(a merge only creates pairs involving the new, higher-rank token, and in a trained vocabulary a
+token is always created after its parts), so we finish all occurrences of it before moving on;
+overlapping occurrences ("aaa") are resolved leftmost-first by both. tiktoken relies on the same
+equivalence, and the differential tests check it against tiktoken on real and random text.
+
+Long pieces
+-----------
+The simple loop rescans every pair after every merge: O(n^2) for an n-byte piece, fine for the
+typical 2-10 byte word but hopeless for "a" * 100_000 (a single regex piece). Pieces of
+HEAP_THRESHOLD bytes or more use a heap of (rank, position) with a doubly linked list of parts
+instead: each merge is O(log n), stale heap entries are recognised and skipped when popped.
+
+Caches
+------
+Text repeats itself: the same few thousand words make most of any corpus. PieceCache maps a
+pre-token string to its ids, so a repeated word costs one dict lookup and no BPE at all. It is a
+pure function cache (the tokenizer is immutable), so it is exact by construction. Its size is
+capped: when full it is emptied, which keeps memory bounded on endless streams at the cost of
+re-warming (cheaper than LRU bookkeeping on every hit).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+# Larger than any rank: "this pair is not in the vocabulary".
+NO_RANK = 1 << 62
+# Pieces at least this long use the heap (O(n log n)) instead of the rescanning loop (O(n^2)).
+# tiktoken uses 100 too; below it the simple loop's lower constant wins.
+HEAP_THRESHOLD = 100
+# Default cap on cache entries; each entry is ~100-200 bytes, so ~50-100 MB at most per cache.
+DEFAULT_CACHE_SIZE = 500_000
+
+
+def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
+    """Merge `piece` (raw bytes) into vocabulary tokens, lowest rank first; returns the parts.
+
+    Only merges creating a token of rank < max_rank are applied (used to recover the merge that
+    created a token from the ranks alone, see derive_merges).
+    """
+    if len(piece) >= HEAP_THRESHOLD:
+        return _bpe_parts_heap(piece, ranks, max_rank)
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    get = ranks.get
+    # pair_ranks[i] = rank of parts[i] + parts[i + 1]
+    pair_ranks = [get(a + b, NO_RANK) for a, b in zip(parts, parts[1:])]
+    pair_ranks = [r if r < max_rank else NO_RANK for r in pair_ranks]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == NO_RANK:
+            break
+        i = pair_ranks.index(best)  # leftmost occurrence: the tie rule
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del pair_ranks[i]
+        # Only the two pairs touching the merged part changed.
+        if i > 0:
+            r = get(parts[i - 1] + parts[i], NO_RANK)
+            pair_ranks[i - 1] = r if r < max_rank else NO_RANK
+        if i < len(parts) - 1:
+            r = get(parts[i] + parts[i + 1], NO_RANK)
+            pair_ranks[i] = r if r < max_rank else NO_RANK
+    return parts
+
+
+def _bpe_parts_heap(piece: bytes, ranks: dict[bytes, int], max_rank: int) -> list[bytes]:
+    """Same result as the simple loop, O(n log n): linked list of parts + heap of candidate pairs.
+
+    A part is named by the byte offset where it starts; nxt/prv link the live parts. A heap entry
+    (rank, left, right, end) proposes merging the part [left, right) with the part [right, end).
+    Entries are never removed when they go stale; instead, on pop, we check that the part at
+    `left` is still alive and still spans exactly [left, right) followed by [right, end). Ties on
+    rank pop the smallest `left` first: the leftmost-pair rule of the simple loop.
+    """
+    n = len(piece)
+    nxt = list(range(1, n + 1))  # start of the next part (n = none)
+    prv = list(range(-1, n - 1))  # start of the previous part (-1 = none)
+    alive = [True] * n
+    get = ranks.get
+    heap = [(r, i, i + 1, i + 2) for i in range(n - 1) if (r := get(piece[i : i + 2], NO_RANK)) < max_rank]
+    heapq.heapify(heap)
+    heappop, heappush = heapq.heappop, heapq.heappush
+    while heap:
+        _, left, right, end = heappop(heap)
+        if not alive[left] or nxt[left] != right or nxt[right] != end:
+            continue  # stale: one of the two parts has been merged into something else since
+        # Merge: the part at `left` now spans [left, end); the part at `right` dies. (An alive
+        # `left` with nxt[left] == right implies `right` is alive: a dying part is unlinked.)
+        alive[right] = False
+        nxt[left] = end
+        if end < n:
+            prv[end] = left
+            # new candidate pair: (merged part, next part)
+            r = get(piece[left : nxt[end]], NO_RANK)
+            if r < max_rank:
+                heappush(heap, (r, left, end, nxt[end]))
+        before = prv[left]
+        if before >= 0:
+            # new candidate pair: (previous part, merged part)
+            r = get(piece[before:end], NO_RANK)
+            if r < max_rank:
+                heappush(heap, (r, before, left, end))
+    parts = []
+    i = 0
+    while i < n:
+        parts.append(piece[i : nxt[i]])
+        i = nxt[i]
+    return parts
+
+
+def bpe_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+    """Token ids of one pre-token's bytes."""
+    rank = ranks.get(piece)
+    if rank is not None:  # the whole piece is a token: by far the most common case
+        return [rank]
+    return [ranks[p] for p in bpe_parts(piece, ranks)]
+
+
+def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """Recover the merge list from ranks alone (e.g. after loading a .tiktoken file).
+
+    The token of rank r was created by merging two tokens of lower rank. Running BPE on its bytes
+    with only the merges below r stops exactly one merge short: the two remaining parts are the
+    merge that created it. (HF tokenizer.json needs merges; tiktoken files only carry ranks.)
+    """
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) == 1:
+            continue
+        parts = bpe_parts(token, ranks, max_rank=rank)
+        if len(parts) != 2:
+            raise ValueError(
+                f"token {token!r} (rank {rank}) cannot be built by merging two lower-rank tokens: "
+                "these ranks are not a byte-level BPE vocabulary"
+            )
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+class PieceCache(dict):
+    """pre-token string -> list of ids; a miss runs BPE once and remembers the answer.
+
+    Subclassing dict with __missing__ keeps the hit path entirely in C:
+    `map(cache.__getitem__, pieces)` never enters Python code for a word seen before.
+    A piece containing a lone surrogate cannot be UTF-8 encoded: the UnicodeEncodeError
+    propagates (nothing is stored) and the caller repairs the text the way tiktoken does.
+    """
+
+    def __init__(self, ranks: dict[bytes, int], max_size: int = DEFAULT_CACHE_SIZE):
+        super().__init__()
+        self.ranks = ranks
+        self.max_size = max_size
+
+    def __missing__(self, piece: str) -> list[int]:
+        ids = bpe_ids(piece.encode("utf-8"), self.ranks)
+        if len(self) >= self.max_size:
+            self.clear()
+        self[piece] = ids
+        return ids
+
+
+class ChunkCache(dict):
+    """chunk string -> list of ids, where a chunk is several pre-tokens (see pattern.py).
+
+    A miss runs the pre-tokenisation regex on the chunk alone and looks its pieces up in the
+    PieceCache. Exact because chunk boundaries are proven pre-token boundaries.
+    """
+
+    def __init__(self, split_pieces: Callable[[str], list[str]], piece_cache: PieceCache,
+                 max_size: int = DEFAULT_CACHE_SIZE):
+        super().__init__()
+        self.split_pieces = split_pieces
+        self.piece_cache = piece_cache
+        self.max_size = max_size
+
+    def __missing__(self, chunk: str) -> list[int]:
+        pieces = self.split_pieces(chunk)
+        if len(pieces) == 1:
+            ids = self.piece_cache[chunk]
+        else:
+            get = self.piece_cache.__getitem__
+            ids = [i for piece in pieces for i in get(piece)]
+        if len(self) >= self.max_size:
+            self.clear()
+        self[chunk] = ids
+        return ids

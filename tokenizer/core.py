@@ -1,0 +1,433 @@
+"""The Tokenizer: text <-> token ids with a byte-level BPE vocabulary (tiktoken-compatible API).
+
+Encoding in three steps:
+  1. special tokens ("<|endoftext|>") are cut out first, if allowed (tiktoken semantics: by
+     default their text is *refused*, so user text can never forge a control token);
+  2. the pre-tokenisation regex (pattern.py) cuts ordinary text into pieces: words with their
+     leading space, number runs, punctuation runs, whitespace runs;
+  3. each piece is UTF-8 encoded and merged into tokens by BPE (bpe.py).
+Step 3 only ever sees one piece, so its result can be cached per piece; step 2 can be skipped
+for text seen before with a chunk cache (pattern.py proves where chunks may be cut). Both caches
+are exact: they store the output of a pure function of their key.
+
+Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
+files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from base64 import b64encode
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import chain
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import regex
+
+from .bpe import DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges
+from .pattern import GPT2_PATTERN, chunk_splitter, compile_pattern
+
+EOT = "<|endoftext|>"
+FINGERPRINT_VERSION = "ljt-fingerprint-v1"
+
+
+def _check_str(value: object, func: str, arg: str = "text") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{func}() argument {arg!r} must be str, not {type(value).__name__}")
+    return value
+
+
+def _repair_surrogates(text: str) -> str:
+    """What tiktoken does with a str that is not valid Unicode (lone surrogates).
+
+    A surrogate *pair* written as two Python characters becomes the real character it encodes,
+    and a lone surrogate becomes U+FFFD. Encoding such a text does not round-trip, by design.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def compute_fingerprint(pattern: str, mergeable_ranks: Mapping[bytes, int], special_tokens: Mapping[str, int]) -> str:
+    """sha256 hex digest identifying an encoding: same fingerprint <=> same ids for every text.
+
+    The hashed byte stream, all UTF-8, one item per line (stable; documented in the README):
+        ljt-fingerprint-v1
+        pattern <the regex>
+        <base64(token bytes)> <rank>        one line per mergeable token, in rank order
+        special <base64(name as UTF-8)> <id> one line per special token, in id order
+    The token lines are exactly the body of a .tiktoken file. Merges and the name are not part of
+    it: they do not change how text is encoded.
+    """
+    h = hashlib.sha256()
+    h.update(f"{FINGERPRINT_VERSION}\npattern {pattern}\n".encode())
+    for token, rank in sorted(mergeable_ranks.items(), key=lambda kv: kv[1]):
+        h.update(b64encode(token) + b" %d\n" % rank)
+    for name, ident in sorted(special_tokens.items(), key=lambda kv: kv[1]):
+        h.update(b"special " + b64encode(name.encode("utf-8")) + b" %d\n" % ident)
+    return h.hexdigest()
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer. Immutable after construction (which is what makes caching exact)."""
+
+    def __init__(
+        self,
+        mergeable_ranks: Mapping[bytes, int],
+        special_tokens: Mapping[str, int] | None = None,
+        pattern: str = GPT2_PATTERN,
+        merges: Sequence[tuple[bytes, bytes]] | None = None,
+        name: str = "custom",
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ):
+        ranks = self._validate_ranks(mergeable_ranks)
+        specials = self._validate_specials(special_tokens, len(ranks))
+        _check_str(pattern, "Tokenizer", "pattern")
+        _check_str(name, "Tokenizer", "name")
+        self._ranks = ranks
+        self._special_tokens = specials
+        self._pattern_str = pattern
+        self._merges = self._validate_merges(merges, ranks) if merges is not None else None
+        self.name = name
+        self._fingerprint: str | None = None
+
+        self._decoder: dict[int, bytes] = {rank: token for token, rank in ranks.items()}
+        self._decoder.update({ident: s.encode("utf-8") for s, ident in specials.items()})
+        self._special_regex = (
+            regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
+            if specials else None
+        )
+        self._disallowed_regex_cache: dict[frozenset[str], regex.Pattern] = {}
+
+        self._split_pieces = compile_pattern(pattern).findall
+        self._piece_cache = PieceCache(ranks, cache_size)
+        split_chunks = chunk_splitter(pattern)
+        if split_chunks is not None:
+            # Fast path: chunk -> ids, pieces only for chunks never seen (see pattern.py).
+            self._chunk_cache = ChunkCache(self._split_pieces, self._piece_cache, cache_size)
+            self._split_text, self._lookup = split_chunks, self._chunk_cache.__getitem__
+        else:
+            self._chunk_cache = None
+            self._split_text, self._lookup = self._split_pieces, self._piece_cache.__getitem__
+
+    # ----------------------------------------------------------------------------- validation
+    @staticmethod
+    def _validate_ranks(mergeable_ranks: Mapping[bytes, int]) -> dict[bytes, int]:
+        if not isinstance(mergeable_ranks, Mapping):
+            raise TypeError(f"mergeable_ranks must be a dict bytes -> int, not {type(mergeable_ranks).__name__}")
+        ranks: dict[bytes, int] = {}
+        for token, rank in mergeable_ranks.items():
+            if not isinstance(token, bytes) or type(rank) is not int:
+                raise TypeError(f"mergeable_ranks must map bytes to int, found {token!r}: {rank!r}")
+            ranks[token] = rank
+        if sorted(ranks.values()) != list(range(len(ranks))):
+            raise ValueError("mergeable_ranks must use each rank 0..N-1 exactly once")
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:
+            raise ValueError(
+                f"mergeable_ranks lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]}): "
+                "byte-level BPE needs all of them so that every text can be encoded"
+            )
+        return ranks
+
+    @staticmethod
+    def _validate_specials(special_tokens: Mapping[str, int] | None, n_ranks: int) -> dict[str, int]:
+        if special_tokens is None:
+            return {}
+        if not isinstance(special_tokens, Mapping):
+            raise TypeError(f"special_tokens must be a dict str -> int, not {type(special_tokens).__name__}")
+        specials: dict[str, int] = {}
+        for s, ident in special_tokens.items():
+            if not isinstance(s, str) or type(ident) is not int:
+                raise TypeError(f"special_tokens must map str to int, found {s!r}: {ident!r}")
+            if not s:
+                raise ValueError("special_tokens: the empty string cannot be a special token")
+            if ident < n_ranks:
+                raise ValueError(f"special token {s!r} has id {ident}, which collides with the {n_ranks} BPE tokens")
+            specials[s] = ident
+        if len(set(specials.values())) != len(specials):
+            raise ValueError(f"special_tokens: two special tokens share an id: {specials}")
+        return specials
+
+    @staticmethod
+    def _validate_merges(merges: Sequence[tuple[bytes, bytes]], ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for i, pair in enumerate(merges):
+            if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                    or not all(isinstance(p, bytes) for p in pair)):
+                raise TypeError(f"merges[{i}] must be a pair of bytes, not {pair!r}")
+            a, b = pair
+            if a not in ranks or b not in ranks or a + b not in ranks:
+                raise ValueError(f"merges[{i}] = {pair!r}: both parts and their concatenation must be tokens")
+            out.append((a, b))
+        return out
+
+    # -------------------------------------------------------------------------------- encoding
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of `text`, treating special-token text like any other text. Fastest entry point."""
+        _check_str(text, "encode_ordinary")
+        try:
+            # All C-level on cache hits: a regex findall, then one dict lookup per chunk.
+            return list(chain.from_iterable(map(self._lookup, self._split_text(text))))
+        except UnicodeEncodeError:
+            text = _repair_surrogates(text)
+            return list(chain.from_iterable(map(self._lookup, self._split_text(text))))
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[int]:
+        """Ids of `text`, with tiktoken's special-token rules.
+
+        allowed_special: special tokens whose text becomes their id ("all" for every one).
+        disallowed_special: special tokens whose text raises ValueError (default: all the ones not
+        allowed, so a document can never smuggle in an <|endoftext|>); () encodes them as text.
+        """
+        _check_str(text, "encode")
+        if allowed_special == "all":
+            allowed = frozenset(self._special_tokens)
+        else:
+            allowed = self._check_special_set(allowed_special, "allowed_special")
+        if disallowed_special == "all":
+            disallowed = frozenset(self._special_tokens) - allowed
+        else:
+            disallowed = self._check_special_set(disallowed_special, "disallowed_special")
+        if disallowed:
+            match = self._disallowed_regex(disallowed).search(text)
+            if match:
+                raise_disallowed_special_token(match.group())
+        if not allowed:
+            return self.encode_ordinary(text)
+        try:
+            return self._encode_with_specials(text, allowed)
+        except UnicodeEncodeError:
+            return self._encode_with_specials(_repair_surrogates(text), allowed)
+
+    @staticmethod
+    def _check_special_set(value: object, arg: str) -> frozenset[str]:
+        if isinstance(value, str) or not isinstance(value, Collection):
+            raise TypeError(f"encode() argument {arg!r} must be 'all' or a collection of str, not {value!r}")
+        return frozenset(value)
+
+    def _disallowed_regex(self, disallowed: frozenset[str]) -> regex.Pattern:
+        pattern = self._disallowed_regex_cache.get(disallowed)
+        if pattern is None:
+            pattern = regex.compile("|".join(regex.escape(s) for s in sorted(disallowed, key=len, reverse=True)))
+            self._disallowed_regex_cache[disallowed] = pattern
+        return pattern
+
+    def _encode_with_specials(self, text: str, allowed: frozenset[str]) -> list[int]:
+        """Cut at allowed special tokens (like tiktoken: the next match of *any* special token; one
+        that is not allowed is skipped by searching again one character later)."""
+        ids: list[int] = []
+        start = 0
+        search = self._special_regex.search if self._special_regex is not None else None
+        while True:
+            match = None
+            find_from = start
+            while search is not None:
+                match = search(text, find_from)
+                if match is None or match.group() in allowed:
+                    break
+                find_from = match.start() + 1
+            end = match.start() if match else len(text)
+            if end > start:
+                ids.extend(chain.from_iterable(map(self._lookup, self._split_text(text[start:end]))))
+            if match is None:
+                return ids
+            ids.append(self._special_tokens[match.group()])
+            start = match.end()
+
+    def encode_batch(
+        self,
+        texts: Iterable[str],
+        workers: int | None = None,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[list[int]]:
+        """encode() every text, in worker processes when that pays off; results in input order."""
+        from .parallel import encode_batch
+
+        return encode_batch(self, texts, workers, allowed_special=allowed_special,
+                            disallowed_special=disallowed_special)
+
+    def encode_single_piece(self, piece: bytes) -> list[int]:
+        """BPE on raw bytes without pre-tokenisation (debugging and teaching aid)."""
+        if not isinstance(piece, bytes):
+            raise TypeError(f"encode_single_piece() argument 'piece' must be bytes, not {type(piece).__name__}")
+        return [self._ranks[p] for p in bpe_parts(piece, self._ranks)]
+
+    def clear_cache(self) -> None:
+        """Forget cached pieces and chunks (only useful to measure a cold start)."""
+        self._piece_cache.clear()
+        if self._chunk_cache is not None:
+            self._chunk_cache.clear()
+
+    # -------------------------------------------------------------------------------- decoding
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes of `ids` (may be invalid UTF-8 if cut in the middle of a character)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TypeError(f"decode() argument 'ids' must be a sequence of int, not {type(ids).__name__}")
+        try:
+            return b"".join(map(self._decoder.__getitem__, ids))
+        except KeyError as err:
+            raise ValueError(
+                f"decode(): unknown token id {err.args[0]!r} (this vocabulary has ids 0..{self.n_vocab - 1})"
+            ) from None
+        except TypeError:
+            bad = next(i for i in ids if not isinstance(i, int))
+            raise TypeError(f"decode(): token ids must be int, found {bad!r}") from None
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text of `ids`; invalid UTF-8 becomes U+FFFD by default (errors="strict" raises)."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def decode_single_token_bytes(self, ident: int) -> bytes:
+        try:
+            return self._decoder[ident]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown token id {ident!r}") from None
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def n_vocab(self) -> int:
+        return max(self._decoder) + 1
+
+    @property
+    def eot_id(self) -> int | None:
+        """Id of <|endoftext|>, the document separator (None if this vocabulary has none)."""
+        return self._special_tokens.get(EOT)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._special_tokens)
+
+    @property
+    def special_tokens_set(self) -> set[str]:
+        return set(self._special_tokens)
+
+    @property
+    def pattern(self) -> str:
+        return self._pattern_str
+
+    @property
+    def mergeable_ranks(self) -> Mapping[bytes, int]:
+        return MappingProxyType(self._ranks)
+
+    @property
+    def merges(self) -> list[tuple[bytes, bytes]]:
+        """The merge list in order; recovered from the ranks when the source had none (.tiktoken)."""
+        if self._merges is None:
+            self._merges = derive_merges(self._ranks)
+        return list(self._merges)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = compute_fingerprint(self._pattern_str, self._ranks, self._special_tokens)
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"<Tokenizer {self.name!r} n_vocab={self.n_vocab} fingerprint={self.fingerprint[:12]}>"
+
+    def __reduce__(self):
+        # Pickle (for spawn-started workers) the definition, not the caches.
+        return (_rebuild, (self._ranks, self._special_tokens, self._pattern_str, self._merges, self.name))
+
+    # ---------------------------------------------------------------------- construction, files
+    @classmethod
+    def from_gpt2_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike,
+                        name: str = "gpt2") -> Tokenizer:
+        """GPT-2's own vocabulary from its encoder.json and vocab.bpe (r50k_base)."""
+        from .formats import read_gpt2_files
+
+        ranks, specials, merges = read_gpt2_files(Path(encoder_json), Path(vocab_bpe))
+        return cls(ranks, specials, GPT2_PATTERN, merges, name)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 4096,
+        special_tokens: Sequence[str] = (EOT,),
+        workers: int | None = None,
+        progress: bool = True,
+        max_chars_per_doc: int | None = None,
+        pattern: str = GPT2_PATTERN,
+        name: str = "custom",
+    ) -> Tokenizer:
+        """Train a byte-level BPE on `texts`; vocab_size counts the 256 bytes, the merges and the specials."""
+        if type(vocab_size) is not int:
+            raise TypeError(f"train() argument 'vocab_size' must be int, not {type(vocab_size).__name__}")
+        if isinstance(special_tokens, str) or not all(isinstance(s, str) for s in special_tokens):
+            raise TypeError("train() argument 'special_tokens' must be a sequence of str, e.g. ('<|endoftext|>',)")
+        special_tokens = list(dict.fromkeys(special_tokens))
+        minimum = 256 + len(special_tokens)
+        if vocab_size < minimum:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: it must hold the 256 byte tokens plus "
+                f"{len(special_tokens)} special token(s), so at least {minimum}"
+            )
+        from .train import train_bpe  # lazily: encoding never needs the trainer
+
+        result = train_bpe(texts, vocab_size - len(special_tokens), pattern=pattern, workers=workers,
+                           progress=progress, max_chars_per_doc=max_chars_per_doc)
+        vocab = result.vocab
+        ranks = {token: i for i, token in enumerate(vocab)}
+        merges = [(vocab[a], vocab[b]) for a, b in result.merges]
+        specials = {s: len(vocab) + k for k, s in enumerate(special_tokens)}
+        return cls(ranks, specials, pattern, merges, name)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Our versioned JSON format (conventionally tokenizer.ljt.json); atomic."""
+        from .formats import save_ljt
+
+        return save_ljt(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Load a file written by save(); verifies format, version and fingerprint."""
+        from .formats import load_ljt
+
+        return load_ljt(cls, Path(path))
+
+    def save_tiktoken(self, path: str | os.PathLike) -> Path:
+        """tiktoken's .tiktoken file: base64(token) rank, one per line (specials and pattern are not stored)."""
+        from .formats import save_tiktoken
+
+        return save_tiktoken(self, Path(path))
+
+    @classmethod
+    def from_tiktoken(cls, path: str | os.PathLike, special_tokens: Mapping[str, int] | None = None,
+                      pattern: str = GPT2_PATTERN, name: str | None = None) -> Tokenizer:
+        from .formats import read_tiktoken
+
+        ranks = read_tiktoken(Path(path))
+        if special_tokens is None:
+            special_tokens = {EOT: len(ranks)}
+        return cls(ranks, special_tokens, pattern, None, name or Path(path).stem)
+
+    def save_hf(self, directory: str | os.PathLike) -> Path:
+        """HF `tokenizers` tokenizer.json + transformers tokenizer_config.json into `directory`."""
+        from .formats import save_hf
+
+        return save_hf(self, Path(directory))
+
+
+def _rebuild(ranks, specials, pattern, merges, name) -> Tokenizer:
+    return Tokenizer(ranks, specials, pattern, merges, name)
+
+
+def raise_disallowed_special_token(token: str):
+    raise ValueError(
+        f"Encountered text corresponding to disallowed special token {token!r}.\n"
+        f"To encode it as the special token, pass allowed_special={{{token!r}}} (or allowed_special='all').\n"
+        f"To encode it as ordinary text, pass disallowed_special=() "
+        f"(or leave {token!r} out of disallowed_special)."
+    )

@@ -1,0 +1,245 @@
+"""Tokenizer files: GPT-2's originals, our own format, tiktoken's and Hugging Face's.
+
+| format                  | stores                                   | read | write |
+|-------------------------|------------------------------------------|------|-------|
+| encoder.json+vocab.bpe  | GPT-2: token strings -> id, merge list   | yes  | no    |
+| tokenizer.ljt.json      | ours: everything + fingerprint           | yes  | yes   |
+| .tiktoken               | base64(token) rank per line (ranks only) | yes  | yes   |
+| HF tokenizer.json       | vocab, merges, pre-tokenizer, specials   | no   | yes   |
+
+Our format is versioned JSON: {"format": "llm-journey-tokenizer", "version": 1, "name",
+"pattern", "tokens": [base64 of the token with rank i, ...], "special_tokens": {name: id},
+"merges": [[left_rank, right_rank], ...], "fingerprint"}. Loading recomputes the fingerprint from
+the content: a truncated file fails to parse, an edited one fails the fingerprint check, and both
+errors name the file. Every writer goes through a temporary file + os.replace, so a crash never
+leaves a half-written tokenizer under the real name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .byte_order import BYTE_ORDER, bytes_to_unicode_str, unicode_str_to_bytes
+from .pattern import GPT2_PATTERN
+
+if TYPE_CHECKING:
+    from .core import Tokenizer
+
+LJT_FORMAT = "llm-journey-tokenizer"
+LJT_VERSION = 1
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer file that is unreadable, truncated, tampered with or of the wrong kind."""
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file in the same directory + os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------- GPT-2's
+def read_gpt2_files(encoder_json: Path, vocab_bpe: Path):
+    """(ranks, specials, merges) from GPT-2's encoder.json and vocab.bpe, cross-checked."""
+    try:
+        encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenizerFileError(f"{encoder_json}: cannot read GPT-2 encoder.json: {err}") from None
+    if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
+        raise TokenizerFileError(f"{encoder_json}: expected a JSON object token -> int id")
+    try:
+        lines = vocab_bpe.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TokenizerFileError(f"{vocab_bpe}: cannot read GPT-2 vocab.bpe: {err}") from None
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]
+    merges: list[tuple[bytes, bytes]] = []
+    for lineno, line in enumerate(lines, start=2):
+        if not line:
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise TokenizerFileError(f"{vocab_bpe}:{lineno}: expected 'left right', got {line!r}")
+        where = f"{vocab_bpe}:{lineno}"
+        merges.append((unicode_str_to_bytes(parts[0], where=where), unicode_str_to_bytes(parts[1], where=where)))
+
+    n_ranks = 256 + len(merges)
+    ranks: dict[bytes, int] = {}
+    specials: dict[str, int] = {}
+    for text, ident in encoder.items():
+        if ident >= n_ranks:
+            specials[text] = ident  # ids after the last merge: <|endoftext|>
+        else:
+            ranks[unicode_str_to_bytes(text, where=str(encoder_json))] = ident
+    # The two files must agree: byte ids in GPT-2 byte order, merge i creates token 256 + i.
+    for i in range(256):
+        if ranks.get(bytes([BYTE_ORDER[i]])) != i:
+            raise TokenizerFileError(f"{encoder_json}: id {i} is not byte {BYTE_ORDER[i]} (GPT-2 byte order)")
+    for i, (a, b) in enumerate(merges):
+        if ranks.get(a + b) != 256 + i:
+            raise TokenizerFileError(
+                f"{vocab_bpe}: merge #{i} ({bytes_to_unicode_str(a)} {bytes_to_unicode_str(b)}) should create "
+                f"token {256 + i} in {encoder_json.name}, but that token has id {ranks.get(a + b)}"
+            )
+    if len(ranks) != n_ranks:
+        raise TokenizerFileError(f"{encoder_json}: {len(ranks)} BPE tokens, but {vocab_bpe.name} implies {n_ranks}")
+    return ranks, specials, merges
+
+
+# ------------------------------------------------------------------------------ our format
+def save_ljt(tok: Tokenizer, path: Path) -> Path:
+    ranks = tok.mergeable_ranks
+    tokens = [b""] * len(ranks)
+    for token, rank in ranks.items():
+        tokens[rank] = token
+    doc = {
+        "format": LJT_FORMAT,
+        "version": LJT_VERSION,
+        "name": tok.name,
+        "pattern": tok.pattern,
+        "n_vocab": tok.n_vocab,
+        "special_tokens": tok.special_tokens,
+        "fingerprint": tok.fingerprint,
+        "tokens": [base64.b64encode(t).decode("ascii") for t in tokens],
+        "merges": [[ranks[a], ranks[b]] for a, b in tok.merges],
+    }
+    return atomic_write(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+
+
+def load_ljt(cls: type[Tokenizer], path: Path) -> Tokenizer:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TokenizerFileError(f"{path}: cannot read tokenizer file: {err.strerror or err}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenizerFileError(f"{path}: not a valid tokenizer file (truncated or corrupt JSON: {err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != LJT_FORMAT:
+        raise TokenizerFileError(f"{path}: not an {LJT_FORMAT} file (missing or wrong 'format' field)")
+    if doc.get("version") != LJT_VERSION:
+        raise TokenizerFileError(f"{path}: unsupported version {doc.get('version')!r} (this code reads {LJT_VERSION})")
+    try:
+        tokens = [base64.b64decode(t, validate=True) for t in doc["tokens"]]
+        ranks = {t: i for i, t in enumerate(tokens)}
+        if len(ranks) != len(tokens):
+            raise ValueError("duplicate token in 'tokens'")
+        merges = [(tokens[a], tokens[b]) for a, b in doc["merges"]]
+        tok = cls(ranks, doc["special_tokens"], doc["pattern"], merges, doc["name"])
+    except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as err:
+        detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        raise TokenizerFileError(f"{path}: invalid tokenizer file: {detail}") from None
+    if tok.fingerprint != doc.get("fingerprint"):
+        raise TokenizerFileError(
+            f"{path}: fingerprint mismatch: the file says {doc.get('fingerprint')!r} but its content hashes to "
+            f"{tok.fingerprint!r}; the file was modified or corrupted"
+        )
+    return tok
+
+
+# --------------------------------------------------------------------------------- tiktoken
+def save_tiktoken(tok: Tokenizer, path: Path) -> Path:
+    lines = [
+        base64.b64encode(token) + b" %d" % rank
+        for token, rank in sorted(tok.mergeable_ranks.items(), key=lambda kv: kv[1])
+    ]
+    return atomic_write(path, b"\n".join(lines) + b"\n")
+
+
+def read_tiktoken(path: Path) -> dict[bytes, int]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TokenizerFileError(f"{path}: cannot read .tiktoken file: {err.strerror or err}") from None
+    ranks: dict[bytes, int] = {}
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise TokenizerFileError(f"{path}:{lineno}: expected 'base64-token rank', got {line[:80]!r}") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise TokenizerFileError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps (truncated file?)")
+    return ranks
+
+
+# ------------------------------------------------------------------------------ HF tokenizers
+def hf_tokenizer_json(tok: Tokenizer) -> dict:
+    """The tokenizer.json document for HF `tokenizers` (BPE model, ByteLevel bytes)."""
+    ranks = tok.mergeable_ranks
+    vocab = {bytes_to_unicode_str(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])}
+    for s, ident in tok.special_tokens.items():
+        vocab[s] = ident
+    merges = [[bytes_to_unicode_str(a), bytes_to_unicode_str(b)] for a, b in tok.merges]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    if tok.pattern == GPT2_PATTERN:
+        # ByteLevel's built-in regex is GPT-2's original, which splits identically (pattern.py).
+        pre_tokenizer = byte_level
+    else:
+        # Any other regex: split with it first, then only map bytes to the byte-level alphabet.
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": tok.pattern}, "behavior": "Isolated", "invert": False},
+            {**byte_level, "use_regex": False},
+        ]}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": ident, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+            for s, ident in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])
+        ],
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {**byte_level, "trim_offsets": False},
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": vocab, "merges": merges,
+        },
+    }
+
+
+def save_hf(tok: Tokenizer, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    eot = tok.eot_id
+    eot_text = next((s for s, i in tok.special_tokens.items() if i == eot), None)
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": 1024,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "bos_token": eot_text,
+        "eos_token": eot_text,
+        "unk_token": eot_text,
+        "llm_journey_fingerprint": tok.fingerprint,
+    }
+    atomic_write(directory / "tokenizer.json",
+                 json.dumps(hf_tokenizer_json(tok), ensure_ascii=False).encode("utf-8"))
+    atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2).encode("utf-8"))
+    return directory

@@ -1,0 +1,113 @@
+"""encode_batch: many texts encoded by worker processes, results in input order.
+
+Python threads cannot run BPE in parallel (the GIL), so we use processes. Three things keep the
+overhead small:
+  - fork (where available) hands every worker the tokenizer *and its warm caches* for free; with
+    spawn the tokenizer is pickled once per worker (definition only, see Tokenizer.__reduce__);
+  - texts travel in a few large chunks (contiguous ranges of about equal character count, a few
+    per worker for load balancing), not one message per text;
+  - ids come back as one packed array of uint32 per chunk plus document lengths, which pickles
+    as a single bytes blob instead of one Python int object per token.
+Small inputs are encoded in-process: starting workers costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from array import array
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .core import Tokenizer
+
+# Below this many characters in total a batch is encoded in the calling process.
+MIN_PARALLEL_CHARS = 1_000_000
+# Chunks per worker: more balances uneven texts better, fewer means less IPC.
+CHUNKS_PER_WORKER = 4
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(tok: Tokenizer | None) -> None:
+    global _worker_tokenizer
+    if tok is not None:  # spawn: the tokenizer arrives pickled; fork: it is inherited
+        _worker_tokenizer = tok
+
+
+def _encode_chunk(args: tuple[list[str], object, object]) -> tuple[bytes, bytes]:
+    texts, allowed, disallowed = args
+    tok = _worker_tokenizer
+    flat = array("I")
+    lengths = array("Q")
+    for text in texts:
+        ids = tok.encode(text, allowed_special=allowed, disallowed_special=disallowed)
+        flat.extend(ids)
+        lengths.append(len(ids))
+    return flat.tobytes(), lengths.tobytes()
+
+
+def split_balanced(texts: list[str], n_chunks: int) -> list[list[str]]:
+    """Contiguous runs of texts with roughly equal total characters (order is preserved)."""
+    total = sum(map(len, texts))
+    target = max(1, total // max(1, n_chunks))
+    chunks, current, size = [], [], 0
+    for text in texts:
+        current.append(text)
+        size += len(text)
+        if size >= target:
+            chunks.append(current)
+            current, size = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def encode_batch(
+    tok: Tokenizer,
+    texts: Iterable[str],
+    workers: int | None = None,
+    *,
+    allowed_special: str | Collection[str] = frozenset(),
+    disallowed_special: str | Collection[str] = "all",
+    min_parallel_chars: int = MIN_PARALLEL_CHARS,
+) -> list[list[int]]:
+    global _worker_tokenizer
+    if isinstance(texts, str):
+        raise TypeError("encode_batch() argument 'texts' must be a list of str, not a single str")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"encode_batch(): texts[{i}] must be str, not {type(text).__name__}")
+    if workers is not None and (type(workers) is not int or workers < 1):
+        raise ValueError(f"encode_batch(): workers must be a positive int or None, not {workers!r}")
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    n_workers = min(n_workers, len(texts))
+    if n_workers <= 1 or sum(map(len, texts)) < min_parallel_chars:
+        return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
+                for t in texts]
+
+    chunks = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    use_fork = ctx.get_start_method() == "fork"
+    _worker_tokenizer = tok  # inherited by forked workers
+    try:
+        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
+            results = pool.map(_encode_chunk, [(c, allowed_special, disallowed_special) for c in chunks],
+                               chunksize=1)
+    finally:
+        _worker_tokenizer = None
+    out: list[list[int]] = []
+    for flat_bytes, length_bytes in results:
+        flat = array("I")
+        flat.frombytes(flat_bytes)
+        lengths = array("Q")
+        lengths.frombytes(length_bytes)
+        ids = flat.tolist()
+        pos = 0
+        for n in lengths:
+            out.append(ids[pos : pos + n])
+            pos += n
+    return out
