@@ -276,13 +276,13 @@ class Tokenizer:
             raise TypeError(f"decode() argument 'ids' must be a sequence of int, not {type(ids).__name__}")
         try:
             return b"".join(map(self._decoder.__getitem__, ids))
-        except KeyError as err:
+        except (KeyError, TypeError) as err:  # TypeError: an unhashable id such as a list
+            bad = err.args[0] if isinstance(err, KeyError) else next((i for i in ids if not isinstance(i, int)), None)
+            if not isinstance(bad, int):
+                raise TypeError(f"decode(): token ids must be int, found {bad!r}") from None
             raise ValueError(
-                f"decode(): unknown token id {err.args[0]!r} (this vocabulary has ids 0..{self.n_vocab - 1})"
+                f"decode(): unknown token id {bad!r} (this vocabulary has ids 0..{self.n_vocab - 1})"
             ) from None
-        except TypeError:
-            bad = next(i for i in ids if not isinstance(i, int))
-            raise TypeError(f"decode(): token ids must be int, found {bad!r}") from None
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Text of `ids`; invalid UTF-8 becomes U+FFFD by default (errors="strict" raises)."""

@@ -1,0 +1,347 @@
+"""Encoding exactness: our pure-Python encoder against tiktoken on GPT-2's vocabulary.
+
+Differential tests are the proof that the caches and the chunk fast path are exact: any text
+where they changed the answer would show up as a mismatch with tiktoken.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tokenizer import Tokenizer, bpe
+from tokenizer.pattern import GPT2_CHUNK_PATTERN, GPT2_PATTERN, REGEX_WHITESPACE, chunk_splitter
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def tok(gpt2_files) -> Tokenizer:
+    return Tokenizer.from_gpt2_files(*gpt2_files)
+
+
+def same_as_tiktoken(tok, enc, text: str) -> None:
+    ours = tok.encode_ordinary(text)
+    assert ours == enc.encode_ordinary(text), repr(text)
+    assert tok.encode(text, disallowed_special=()) == ours
+
+
+# ------------------------------------------------------------------------------ reference vectors
+@pytest.mark.parametrize(
+    "text, ids",
+    [
+        ("hello world", [31373, 995]),
+        ("0", [15]),
+        ("000", [830]),
+        ("000000", [10535]),
+        ("000000000", [10535, 830]),  # merge order, not longest match
+        ("!", [0]),
+        (" ", [220]),
+    ],
+)
+def test_reference_vectors(tok, text, ids):
+    assert tok.encode(text) == ids
+    assert tok.decode(ids) == text
+
+
+def test_reference_specials(tok):
+    assert tok.encode("hello <|endoftext|>", allowed_special={"<|endoftext|>"}) == [31373, 220, 50256]
+    assert tok.encode("hello <|endoftext|>", allowed_special="all") == [31373, 220, 50256]
+    assert tok.encode("<|endoftext|>", disallowed_special=()) == [27, 91, 437, 1659, 5239, 91, 29]
+    assert tok.encode_ordinary("<|endoftext|>") == [27, 91, 437, 1659, 5239, 91, 29]
+    assert tok.eot_id == 50256 == tok.n_vocab - 1
+    assert tok.special_tokens == {"<|endoftext|>": 50256}
+    assert tok.decode([50256]) == "<|endoftext|>"
+
+
+def test_disallowed_special_raises_with_advice(tok, tiktoken_gpt2):
+    for text in ["<|endoftext|>", "some text <|endoftext|> more"]:
+        with pytest.raises(ValueError) as ours:
+            tok.encode(text)
+        assert str(ours.value).startswith("Encountered text corresponding to disallowed special token")
+        assert "allowed_special" in str(ours.value) and "disallowed_special=()" in str(ours.value)
+        with pytest.raises(ValueError):
+            tiktoken_gpt2.encode(text)
+    # Explicitly disallowing a token that is also allowed still raises (tiktoken checks disallowed first).
+    with pytest.raises(ValueError, match="disallowed special token"):
+        tok.encode("<|endoftext|>", allowed_special="all", disallowed_special={"<|endoftext|>"})
+
+
+@pytest.mark.parametrize("text", ["a<|endoftext|>b", "<|endoftext|><|endoftext|>", "x <|endoftext|>\n\n y",
+                                  "<|endoftext", "  <|endoftext|>  ", ""])
+def test_specials_like_tiktoken(tok, tiktoken_gpt2, text):
+    for kwargs in [dict(allowed_special="all"), dict(disallowed_special=()),
+                   dict(allowed_special={"<|endoftext|>"})]:
+        assert tok.encode(text, **kwargs) == tiktoken_gpt2.encode(text, **kwargs)
+
+
+def test_specials_with_several_tokens():
+    ranks = {bytes([b]): i for i, b in enumerate(range(256))}
+    tok = Tokenizer(ranks, {"<|a|>": 256, "<|b|>": 257})
+    assert tok.encode("x<|a|>y<|b|>", allowed_special={"<|a|>"}, disallowed_special=()) == [
+        ord("x"), 256, ord("y"), *b"<|b|>"]
+    with pytest.raises(ValueError, match="'<\\|b\\|>'"):
+        tok.encode("x<|a|>y<|b|>", allowed_special={"<|a|>"})
+    assert tok.eot_id is None and tok.n_vocab == 258
+
+
+# ----------------------------------------------------------------------------------- the corpus
+def test_corpus_equals_tiktoken(tok, tiktoken_gpt2, corpus_texts):
+    tok.clear_cache()
+    expected = [tiktoken_gpt2.encode_ordinary(t) for t in corpus_texts]
+    assert [tok.encode_ordinary(t) for t in corpus_texts] == expected  # cold caches
+    assert [tok.encode_ordinary(t) for t in corpus_texts] == expected  # warm caches
+    joined = "".join(corpus_texts[:300])
+    assert tok.encode(joined) == tiktoken_gpt2.encode(joined)
+
+
+def test_corpus_decode_round_trip(tok, corpus_texts):
+    for text in corpus_texts[:500]:
+        assert tok.decode(tok.encode(text)) == text
+
+
+# ------------------------------------------------------------------------------------ random text
+WHITESPACE = REGEX_WHITESPACE + "\x1c\x1d\x1e\x1f\u200b\ufeff"
+PROBES = "aZ éß0 9'sdtmlvre.,;!?-_()[]{}\"$€ß中文字日本語한국어😀👍🏽\u0301\u200d"
+
+
+# st.characters() never yields surrogates, so mix them in explicitly (lone and paired).
+ANY_CHAR = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))
+
+
+@SETTINGS
+@given(st.lists(ANY_CHAR, max_size=60).map("".join))
+def test_arbitrary_unicode_including_surrogates(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+    assert tok.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
+
+
+@SETTINGS
+@given(st.text(max_size=60))
+def test_arbitrary_valid_unicode_round_trips(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+    assert tok.decode(tok.encode_ordinary(text)) == text
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(WHITESPACE + "ab1.'"), max_size=40))
+def test_whitespace_runs(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'", " '", "don", "I",
+                                 " ", "  ", "\n", "123", "4567890", " 12", "3.14", "x", "!!", "中文", "😀",
+                                 "👍🏽", "日本語", " 漢字", "\t", "\r\n", "e\u0301", "\u00a0", "\u3000", "—"]),
+                max_size=25).map("".join))
+def test_contractions_digits_cjk_emoji(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+    assert tok.decode(tok.encode_ordinary(text)) == text
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(PROBES + WHITESPACE), max_size=80))
+def test_mixed_probes_round_trip(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode_bytes(tok.encode(text)) == text.encode("utf-8")
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\ud83d\ude00", "x \ud83d\ude00 y", "\udc00\ud800",
+                                  "ok \ud800 ok <|endoftext|>"])
+def test_surrogates_like_tiktoken(tok, tiktoken_gpt2, text):
+    # tiktoken joins a surrogate pair into its character and turns a lone surrogate into U+FFFD.
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+    assert tok.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
+
+
+@pytest.mark.parametrize("text", ["a" * 100_000, " " * 100_000, "ab" * 30_000, "\n" * 5000 + "x", "1" * 3001,
+                                  "😀" * 2000, " " * 99 + "a", "é" * 150])
+def test_long_pieces(tok, tiktoken_gpt2, text):
+    same_as_tiktoken(tok, tiktoken_gpt2, text)
+
+
+# ----------------------------------------------------------------------------- algorithm pieces
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab \n"), min_size=100, max_size=300))
+def test_heap_merge_equals_simple_loop(text):
+    ranks = {bytes([b]): b for b in range(256)}
+    for i, tok_bytes in enumerate([b"aa", b"ab", b"ba", b"aaa", b"  ", b"bab", b"aab", b"abab", b"aaaa", b"\n "]):
+        ranks[tok_bytes] = 256 + i
+    piece = text.encode()
+    heap = bpe._bpe_parts_heap(piece, ranks, bpe.NO_RANK)
+    simple = _simple_loop(piece, ranks)
+    assert heap == simple and b"".join(heap) == piece
+
+
+def _simple_loop(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
+    """The textbook definition, independent of bpe.py: merge the lowest-rank pair, leftmost first."""
+    parts = [bytes([b]) for b in piece]
+    while True:
+        candidates = [(ranks.get(a + b, bpe.NO_RANK), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        if not candidates or min(candidates)[0] == bpe.NO_RANK:
+            return parts
+        _, i = min(candidates)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
+def test_short_pieces_match_textbook_loop(tok, corpus_texts):
+    ranks = dict(tok.mergeable_ranks)
+    words = regex.findall(GPT2_PATTERN, corpus_texts[7])[:300]
+    for word in words:
+        piece = word.encode()
+        assert bpe.bpe_parts(piece, ranks) == _simple_loop(piece, ranks)
+
+
+def test_whitespace_class_is_regex_whitespace():
+    # The fast path's chunk regex (stdlib re) must agree with `regex`'s \s on every code point.
+    is_space = regex.compile(r"\s").fullmatch
+    expected = "".join(chr(c) for c in range(sys.maxunicode + 1) if is_space(chr(c)))
+    assert expected == REGEX_WHITESPACE
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(PROBES + WHITESPACE), max_size=100))
+def test_chunks_never_cross_pieces(text):
+    """Pre-tokenising chunk by chunk gives exactly the pieces of the whole text (pattern.py's proof)."""
+    split = chunk_splitter(GPT2_PATTERN)
+    chunks = split(text)
+    assert "".join(chunks) == text
+    findall = regex.compile(GPT2_PATTERN).findall
+    assert [p for c in chunks for p in findall(c)] == findall(text)
+
+
+def test_no_fast_path_for_other_patterns():
+    assert chunk_splitter(r"\S+|\s+") is None
+    assert regex.compile(GPT2_CHUNK_PATTERN)  # and the chunk pattern itself compiles in both engines
+
+
+# A cl100k-style regex: glues newlines to punctuation, so pattern.py's chunk proof does not apply.
+CL100K_LIKE_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+
+def test_other_pattern_encodes_without_fast_path(tok):
+    pattern = CL100K_LIKE_PATTERN
+    import tiktoken
+
+    other = Tokenizer(dict(tok.mergeable_ranks), tok.special_tokens, pattern)
+    enc = tiktoken.Encoding("other", pat_str=pattern, mergeable_ranks=dict(tok.mergeable_ranks),
+                            special_tokens=tok.special_tokens)
+    text = "Hello, World!!\n\n  12345 it'S done.\r\n\tx"
+    assert other.encode(text) == enc.encode(text)
+
+
+def test_small_cache_stays_bounded_and_exact(gpt2_files, tiktoken_gpt2, corpus_texts):
+    small = Tokenizer(*_gpt2_parts(gpt2_files), cache_size=50)
+    for text in corpus_texts[:40]:
+        assert small.encode(text) == tiktoken_gpt2.encode(text)
+    assert len(small._piece_cache) <= 50 and len(small._chunk_cache) <= 50
+
+
+def _gpt2_parts(gpt2_files):
+    t = Tokenizer.from_gpt2_files(*gpt2_files)
+    return dict(t.mergeable_ranks), t.special_tokens, t.pattern, t.merges, "gpt2"
+
+
+def test_derived_merges_equal_gpt2_merges(tok, gpt2_files):
+    from tokenizer.bpe import derive_merges
+
+    assert derive_merges(dict(tok.mergeable_ranks)) == tok.merges
+
+
+def test_encode_single_piece(tok):
+    assert tok.encode_single_piece(b"hello") == [31373]
+    assert tok.decode(tok.encode_single_piece(b" world")) == " world"
+
+
+# --------------------------------------------------------------------------------------- batch
+def test_encode_batch_in_order(tok, tiktoken_gpt2, corpus_texts):
+    texts = corpus_texts[:200] + ["", "<|endoftext|> x"]
+    expected = [tiktoken_gpt2.encode(t, allowed_special="all") for t in texts]
+    from tokenizer.parallel import encode_batch
+
+    assert encode_batch(tok, texts, workers=2, allowed_special="all", min_parallel_chars=0) == expected
+    assert tok.encode_batch(texts, workers=1, allowed_special="all") == expected
+    assert tok.encode_batch(texts[:3]) == [tok.encode(t) for t in texts[:3]]
+    with pytest.raises(ValueError, match="disallowed special token"):
+        encode_batch(tok, texts, workers=2, min_parallel_chars=0)
+
+
+def test_encode_batch_bad_input(tok):
+    with pytest.raises(TypeError, match="texts"):
+        tok.encode_batch("one string")
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        tok.encode_batch(["a", 2])
+    with pytest.raises(ValueError, match="workers"):
+        tok.encode_batch(["a"], workers=0)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_bad_types(tok):
+    with pytest.raises(TypeError, match="'text'"):
+        tok.encode(123)
+    with pytest.raises(TypeError, match="'text'"):
+        tok.encode_ordinary(b"bytes")
+    with pytest.raises(TypeError, match="allowed_special"):
+        tok.encode("x", allowed_special="<|endoftext|>")
+    with pytest.raises(TypeError, match="ids"):
+        tok.decode("hello")
+    with pytest.raises(TypeError, match="must be int"):
+        tok.decode([1, "2"])
+
+
+def test_unknown_id_in_decode(tok):
+    with pytest.raises(ValueError, match="unknown token id 50257"):
+        tok.decode([31373, 50257])
+    with pytest.raises(ValueError, match="unknown token id -1"):
+        tok.decode_bytes([-1])
+
+
+def test_decode_invalid_utf8(tok):
+    ids = tok.encode("😀")
+    assert len(ids) > 1
+    assert tok.decode(ids[:1]) == "\ufffd"
+    with pytest.raises(UnicodeDecodeError):
+        tok.decode(ids[:1], errors="strict")
+
+
+def test_bad_vocabularies():
+    byte_ranks = {bytes([b]): b for b in range(256)}
+    with pytest.raises(ValueError, match="single-byte"):
+        Tokenizer({bytes([b]): b for b in range(200)})
+    with pytest.raises(ValueError, match="0..N-1"):
+        Tokenizer({**byte_ranks, b"ab": 300})
+    with pytest.raises(TypeError, match="bytes to int"):
+        Tokenizer({**byte_ranks, "ab": 256})
+    with pytest.raises(ValueError, match="collides"):
+        Tokenizer(byte_ranks, {"<|endoftext|>": 3})
+    with pytest.raises(ValueError, match="share an id"):
+        Tokenizer(byte_ranks, {"<|a|>": 256, "<|b|>": 256})
+    with pytest.raises(ValueError, match="merges\\[0\\]"):
+        Tokenizer(byte_ranks, merges=[(b"a", b"b")])
+    with pytest.raises(ValueError, match="invalid pre-tokenisation pattern"):
+        Tokenizer(byte_ranks, pattern="(unclosed")
+
+
+def test_train_rejects_bad_arguments():
+    # Checked before the trainer runs, so these need no corpus.
+    with pytest.raises(ValueError, match="too small.*at least 257"):
+        Tokenizer.train(["hello"], vocab_size=256)
+    with pytest.raises(TypeError, match="vocab_size"):
+        Tokenizer.train(["hello"], vocab_size="4096")
+    with pytest.raises(TypeError, match="special_tokens"):
+        Tokenizer.train(["hello"], vocab_size=300, special_tokens="<|endoftext|>")
+
+
+def test_pickle_round_trip(tok):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(tok))
+    assert clone.fingerprint == tok.fingerprint and clone.encode("hello world") == [31373, 995]
