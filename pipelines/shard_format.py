@@ -1,0 +1,341 @@
+"""The on-disk token shard format: the ONE module that writes and reads it.
+
+Layout of artifacts/<recipe>/shards/ (format version 1):
+
+    manifest.json                  what is here: tokenizer fingerprint/path, vocab size, dtype, eot id,
+                                   and per split the ordered shard list (tokens, documents, sha256)
+    train_000000.npy               format "npy": one flat token array per shard, like build-nanogpt's
+    train_000000.index.arrow         + its document index (Arrow IPC stream: id, start)
+    val_000000.arrow               format "arrow": an Arrow IPC *stream* with ONE record batch,
+                                   one row per document: input_ids list<uint16|uint32>, id string
+
+Invariants the reader relies on (and training exploits):
+- Every document is preceded by the end-of-text token, and documents are encoded as ordinary
+  text, so eot appears ONLY at document starts: the stream never runs two documents together.
+- Every shard except the last of a split holds exactly `shard_tokens` tokens. A document that
+  crosses a boundary is cut: its continuation starts the next shard (same id, no leading eot).
+- Tokens are uint16 when the vocabulary fits in 65,536 ids, else uint32.
+- An arrow shard is a single record batch, so its `input_ids` values are one contiguous buffer:
+  memory-mapping the file gives the whole shard as one zero-copy numpy array, exactly like
+  `np.load(mmap_mode="r")` gives for npy. (int32 list offsets cap a batch at 2**31-1 tokens.)
+- Files are written to a temporary name and renamed, so a file with a final name is complete.
+
+This module imports only numpy and pyarrow: training imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.manifest import sha256_file  # stdlib only
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FORMATS = ("npy", "arrow")
+
+
+class ShardFormatError(ValueError):
+    """Shards that cannot be used as they are: missing, corrupt, or made by another tokenizer."""
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def shard_name(split: str, index: int, fmt: str) -> str:
+    return f"{split}_{index:06d}.{'npy' if fmt == 'npy' else 'arrow'}"
+
+
+def index_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.index.arrow"
+
+
+def _arrow_type(dtype: np.dtype) -> pa.DataType:
+    return pa.uint16() if dtype == np.uint16 else pa.uint32()
+
+
+def _write_stream(path: Path, batch: pa.RecordBatch) -> None:
+    """One record batch as an Arrow IPC stream (the format datasets.Dataset.from_file reads)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def _replace_durably(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+# ------------------------------------------------------------------------------------------ writer
+@dataclass
+class ShardWriter:
+    """Cut one split's token stream into fixed-size shards.
+
+    Feed documents in order with `add(doc_id, tokens, position)`; `tokens` already starts with
+    eot. `position` is any JSON value that says where in the input the document came from
+    (the shards stage passes (task, row)). When a shard fills up it is written and `on_shard` is
+    called with its manifest entry, which includes `resume`: the input position and token offset
+    of the first token NOT in this shard. A rerun can start there and produce the same bytes.
+    """
+
+    out_dir: Path
+    split: str
+    fmt: str
+    shard_tokens: int
+    dtype: np.dtype
+    eot_id: int
+    next_index: int = 0
+    on_shard: Callable[[dict[str, Any]], None] | None = None
+    _buf: np.ndarray = field(init=False, repr=False)
+    _fill: int = field(init=False, default=0)
+    _pieces: list[tuple[str, int]] = field(init=False, default_factory=list)  # (id, start in shard)
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ValueError(f"unknown shard format {self.fmt!r} (use one of {FORMATS})")
+        self.dtype = np.dtype(self.dtype)
+        # np.empty touches no pages: resident memory grows with the fill, bounded by one shard
+        self._buf = np.empty(self.shard_tokens, dtype=self.dtype)
+
+    def add(self, doc_id: str, tokens: np.ndarray, position: Any, skip: int = 0) -> None:
+        """Append tokens[skip:] of one document (skip > 0 only when resuming inside a document).
+
+        A full shard is written lazily, when the next token arrives: then we know where that token
+        comes from, which is exactly the shard's resume point."""
+        n = len(tokens)
+        offset = skip
+        while offset < n:
+            if self._fill == self.shard_tokens:
+                self._write_shard(resume={"position": position, "offset": offset})
+            take = min(n - offset, self.shard_tokens - self._fill)
+            self._pieces.append((doc_id, self._fill))
+            self._buf[self._fill : self._fill + take] = tokens[offset : offset + take]
+            self._fill += take
+            offset += take
+
+    def close(self) -> None:
+        """Write the last, shorter shard (if any tokens are left)."""
+        if self._fill:
+            self._write_shard(resume=None)
+
+    def _write_shard(self, resume: dict[str, Any] | None) -> None:
+        tokens = self._buf[: self._fill]
+        ids = [p[0] for p in self._pieces]
+        starts = np.array([p[1] for p in self._pieces], dtype=np.int64)
+        documents = int(np.count_nonzero(tokens[starts] == self.eot_id)) if len(starts) else 0
+        final = self.out_dir / shard_name(self.split, self.next_index, self.fmt)
+        tmp = final.with_name(final.name + ".tmp")
+        entry: dict[str, Any] = {"path": final.name}
+        if self.fmt == "npy":
+            with open(tmp, "wb") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(tokens), allow_pickle=False)
+            index_final = self.out_dir / index_name(self.split, self.next_index)
+            index_tmp = index_final.with_name(index_final.name + ".tmp")
+            index = pa.record_batch({"id": pa.array(ids, pa.string()), "start": pa.array(starts, pa.uint64())})
+            _write_stream(index_tmp, index)
+            _replace_durably(index_tmp, index_final)   # index first: a shard file never lacks its index
+            entry["index"] = index_final.name
+            entry["index_bytes"] = index_final.stat().st_size
+            entry["index_sha256"] = sha256_file(index_final)
+        else:
+            offsets = np.append(starts, len(tokens)).astype(np.int32)
+            values = pa.array(tokens, type=_arrow_type(self.dtype))
+            input_ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+            _write_stream(tmp, pa.record_batch({"input_ids": input_ids, "id": pa.array(ids, pa.string())}))
+        _replace_durably(tmp, final)
+        entry.update({"tokens": int(len(tokens)), "documents": documents, "pieces": len(ids),
+                      "bytes": final.stat().st_size, "sha256": sha256_file(final), "resume": resume})
+        self.next_index += 1
+        self._fill = 0
+        self._pieces = []
+        if self.on_shard is not None:
+            self.on_shard(entry)
+
+
+# ------------------------------------------------------------------------------------------ reader
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ShardFormatError(message)
+
+
+class ShardReader:
+    """Open a shard directory (or its manifest.json) and read it without copying.
+
+    >>> reader = ShardReader("artifacts/demo/shards", expect_fingerprint=tok.fingerprint)
+    >>> arrays = reader.token_arrays("train")       # memory-mapped, one flat array per shard
+    """
+
+    def __init__(self, path: str | os.PathLike, expect_fingerprint: str | None = None, verify: bool = False):
+        path = Path(path)
+        self.manifest_path = path if path.is_file() else path / MANIFEST_NAME
+        self.root = self.manifest_path.parent
+        try:
+            text = self.manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ShardFormatError(
+                f"{self.manifest_path} not found: no complete shards here (run `make shards`)"
+            ) from None
+        try:
+            self.manifest: dict[str, Any] = json.loads(text)
+        except ValueError as exc:
+            raise ShardFormatError(f"{self.manifest_path} is not valid JSON: {exc}") from None
+        self._validate_manifest()
+        if expect_fingerprint is not None and expect_fingerprint != self.tokenizer_fingerprint:
+            raise ShardFormatError(
+                f"{self.root}: shards were encoded with tokenizer {self.tokenizer_fingerprint[:16]}..., "
+                f"but the tokenizer given has fingerprint {expect_fingerprint[:16]}...; token ids would mean "
+                f"different things. Rebuild the shards with this tokenizer (make shards FORCE=1) or use "
+                f"the tokenizer at {self.manifest['tokenizer'].get('path')}"
+            )
+        if verify:
+            self.verify()
+
+    # ---- manifest facts
+    def _validate_manifest(self) -> None:
+        m, where = self.manifest, str(self.manifest_path)
+        for key in ("format_version", "format", "tokenizer", "vocab_size", "dtype", "eot_id", "splits"):
+            _check(key in m, f"{where}: missing key {key!r}")
+        _check(m["format_version"] == FORMAT_VERSION,
+               f"{where}: format version {m['format_version']} (this reader knows version {FORMAT_VERSION})")
+        _check(m["format"] in FORMATS, f"{where}: unknown format {m['format']!r}")
+        _check(isinstance(m["tokenizer"], dict) and "fingerprint" in m["tokenizer"],
+               f"{where}: 'tokenizer' must hold a 'fingerprint'")
+        _check(np.dtype(m["dtype"]) == dtype_for_vocab(m["vocab_size"]),
+               f"{where}: dtype {m['dtype']} does not fit vocab size {m['vocab_size']}")
+        _check(0 <= m["eot_id"] < m["vocab_size"], f"{where}: eot id {m['eot_id']} outside the vocabulary")
+        for split, info in m["splits"].items():
+            for entry in info["shards"]:
+                for key, size_key in (("path", "bytes"), ("index", "index_bytes")):
+                    if key == "index" and m["format"] != "npy":
+                        continue
+                    p = self.root / entry[key]
+                    _check(p.is_file(), f"{where}: split {split!r}: shard file {p} is missing")
+                    _check(p.stat().st_size == entry[size_key],
+                           f"{p}: {p.stat().st_size} bytes, manifest says {entry[size_key]} (truncated or replaced)")
+
+    @property
+    def format(self) -> str:
+        return self.manifest["format"]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    @property
+    def eot_id(self) -> int:
+        return int(self.manifest["eot_id"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["dtype"])
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return self.manifest["tokenizer"]["fingerprint"]
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        rel = self.manifest["tokenizer"].get("path")
+        return (self.root / rel).resolve() if rel else None
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def shards(self, split: str) -> list[dict[str, Any]]:
+        try:
+            return self.manifest["splits"][split]["shards"]
+        except KeyError:
+            raise ShardFormatError(f"{self.root}: no split {split!r} (splits: {', '.join(self.splits)})") from None
+
+    def num_tokens(self, split: str) -> int:
+        return sum(e["tokens"] for e in self.shards(split))
+
+    def num_documents(self, split: str) -> int:
+        return sum(e["documents"] for e in self.shards(split))
+
+    # ---- checksums
+    def verify(self) -> list[str]:
+        """sha256 of every shard (and index) file against the manifest; raises on the first mismatch."""
+        checked = []
+        for split in self.splits:
+            for entry in self.shards(split):
+                pairs = [(entry["path"], entry["sha256"])]
+                if "index" in entry:
+                    pairs.append((entry["index"], entry["index_sha256"]))
+                for rel, expected in pairs:
+                    actual = sha256_file(self.root / rel)
+                    _check(actual == expected, f"{self.root / rel}: sha256 {actual[:16]}... does not match "
+                                               f"the manifest's {expected[:16]}... (corrupt shard)")
+                    checked.append(rel)
+        return checked
+
+    # ---- data, zero copy
+    def shard_tokens(self, entry: dict[str, Any]) -> np.ndarray:
+        """The flat token array of one shard, memory-mapped read-only."""
+        path = self.root / entry["path"]
+        if self.format == "npy":
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise ShardFormatError(f"{path}: not a readable .npy file ({exc})") from None
+        else:
+            arr = self._arrow_batch(path).column("input_ids").values.to_numpy(zero_copy_only=True)
+        _check(arr.ndim == 1 and arr.dtype == self.dtype,
+               f"{path}: {arr.dtype} array of shape {arr.shape}, manifest says 1-D {self.dtype}")
+        _check(len(arr) == entry["tokens"], f"{path}: {len(arr)} tokens, manifest says {entry['tokens']}")
+        return arr
+
+    def token_arrays(self, split: str) -> list[np.ndarray]:
+        return [self.shard_tokens(e) for e in self.shards(split)]
+
+    def shard_pieces(self, entry: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+        """(ids, starts) of the document pieces in one shard; piece i spans starts[i]:starts[i+1]."""
+        if self.format == "npy":
+            batch = self._arrow_batch(self.root / entry["index"])
+            ids = batch.column("id").to_pylist()
+            starts = batch.column("start").to_numpy().astype(np.int64)
+        else:
+            batch = self._arrow_batch(self.root / entry["path"])
+            ids = batch.column("id").to_pylist()
+            starts = batch.column("input_ids").offsets.to_numpy()[:-1].astype(np.int64)
+        return ids, starts
+
+    def iter_documents(self, split: str) -> Iterator[tuple[str, np.ndarray]]:
+        """(document id, tokens incl. the leading eot) in order; a document cut by a shard boundary
+        is stitched back together (that one document is copied, everything else is a view)."""
+        pending_id: str | None = None
+        pending: list[np.ndarray] = []
+        for entry in self.shards(split):
+            tokens = self.shard_tokens(entry)
+            ids, starts = self.shard_pieces(entry)
+            ends = np.append(starts[1:], len(tokens))
+            for doc_id, s, e in zip(ids, starts, ends):
+                piece = tokens[s:e]
+                if piece[0] == self.eot_id:  # a new document begins
+                    if pending_id is not None:
+                        yield pending_id, pending[0] if len(pending) == 1 else np.concatenate(pending)
+                    pending_id, pending = doc_id, [piece]
+                else:
+                    _check(pending_id == doc_id, f"{self.root / entry['path']}: piece of {doc_id!r} continues "
+                                                 f"{pending_id!r} (shards out of order?)")
+                    pending.append(piece)
+        if pending_id is not None:
+            yield pending_id, pending[0] if len(pending) == 1 else np.concatenate(pending)
+
+    @staticmethod
+    def _arrow_batch(path: Path) -> pa.RecordBatch:
+        try:
+            reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
+            batch = reader.read_next_batch()
+        except (pa.ArrowInvalid, OSError, StopIteration) as exc:
+            raise ShardFormatError(f"{path}: not a readable Arrow IPC stream ({exc})") from None
+        return batch

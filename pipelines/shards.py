@@ -1,0 +1,379 @@
+"""Stage 3, `make shards`: encode every raw document into fixed-size token shards.
+
+    artifacts/<recipe>/shards/{val,train}_NNNNNN.{npy,arrow} (+ .index.arrow for npy), manifest.json
+
+How the work is cut. The raw parquet files are made of row groups of a few hundred documents
+(pipelines/data.py); one row group is one *task*. Worker processes each open the parquet files
+themselves and encode whole row groups, so document text never crosses a process boundary: only
+the packed token ids come back (one uint16/uint32 buffer per task). Tasks are submitted through a
+small window and their results consumed strictly in task order, which is why the output is byte
+for byte the same for any number of workers, and why memory stays bounded: at most `window`
+results are in flight, and the writer holds at most one shard (pipelines/shard_format.py).
+
+Validation split. A document goes to "val" when a hash of its id says so: either the hash falls
+below `val_fraction` of the hash space, or it is among the `val_documents` smallest hashes (chosen
+from the id column alone). Hash-based means the split does not depend on the order of documents
+or on how many there are, and a document never moves between splits when more data is added
+(for the fraction rule). Each split is written in its own pass (val first, it is small); a pass
+reads only the `id` column of row groups that hold none of its documents.
+
+Crash safety. Shards are written under temporary names and renamed. After each shard,
+`_progress.json` records the shard list of each split; each entry carries `resume`: the
+(task, row) and token offset of the first token not yet in a shard. A rerun after kill -9 keeps
+the finished shards and restarts encoding at that point, so it ends with the very same bytes.
+The manifest is written last: without it the directory does not count as shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import multiprocessing
+import os
+import sys
+import time
+from array import array
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines import manifest as mf
+from pipelines.recipe import Recipe, RecipeError, load_recipe, parse_overrides
+from pipelines.shard_format import FORMAT_VERSION, ShardWriter, dtype_for_vocab
+
+PROGRESS = "_progress.json"
+TOKENIZER_FILE = "tokenizer.ljt.json"
+SPLITS = ("val", "train")
+
+
+class ShardsStageError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------ validation split
+def id_hash(doc_id: str) -> int:
+    """64-bit hash of a document id: stable across processes and Python versions (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def select_val_ids(raw_files: list[Path], n: int) -> frozenset[str]:
+    """The n ids with the smallest hashes (ties by id): one streaming pass over the id columns,
+    holding only n candidates (heapq.nsmallest keeps a bounded heap)."""
+
+    def keyed_ids() -> Iterator[tuple[int, str]]:
+        for path in raw_files:
+            for batch in pq.ParquetFile(path).iter_batches(columns=["id"], batch_size=8192):
+                for doc_id in batch.column("id").to_pylist():
+                    yield id_hash(doc_id), doc_id
+
+    return frozenset(doc_id for _, doc_id in heapq.nsmallest(n, keyed_ids()))
+
+
+class SplitRule:
+    """Which documents belong to which split. Picklable; evaluated in the workers."""
+
+    def __init__(self, val_fraction: float = 0.0, val_ids: frozenset[str] | None = None):
+        self.threshold = int(val_fraction * 2**64)
+        self.val_ids = val_ids
+
+    @property
+    def has_val(self) -> bool:
+        return bool(self.threshold) or bool(self.val_ids)
+
+    def is_val(self, doc_id: str) -> bool:
+        if self.val_ids is not None:
+            return doc_id in self.val_ids
+        return id_hash(doc_id) < self.threshold
+
+
+# ---------------------------------------------------------------------------------------- workers
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_path: str, files: list[str], rule: SplitRule, dtype: str) -> None:
+    from tokenizer import Tokenizer  # in the worker: the main process never needs the tokenizer's caches
+
+    _worker.update(tok=Tokenizer.load(tokenizer_path), files=files, rule=rule, files_open={},
+                   typecode="H" if np.dtype(dtype) == np.uint16 else "I")
+
+
+def _parquet(file_index: int) -> pq.ParquetFile:
+    cache = _worker["files_open"]
+    if file_index not in cache:
+        cache[file_index] = pq.ParquetFile(_worker["files"][file_index])
+    return cache[file_index]
+
+
+def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str], bytes, bytes]:
+    """Encode the documents of one row group that belong to `split`.
+
+    Returns (row numbers, ids, packed tokens, packed per-document lengths); an empty document is
+    reported with length 0 (no tokens, not even eot), so the caller can count it in order.
+    Every document is encoded as ordinary text (a literal "<|endoftext|>" in it is just text) and
+    preceded by eot, so eot marks document starts and nothing else.
+    """
+    file_index, row_group = task
+    pf = _parquet(file_index)
+    rule: SplitRule = _worker["rule"]
+    ids = pf.read_row_group(row_group, columns=["id"]).column("id").to_pylist()
+    want_val = split == "val"
+    rows = [i for i, d in enumerate(ids) if rule.is_val(d) == want_val] if rule.has_val else list(range(len(ids)))
+    if not rows:  # nothing for this split here: the text column is never decompressed
+        return [], [], b"", b""
+    texts = pf.read_row_group(row_group, columns=["text"]).column("text")
+    tok = _worker["tok"]
+    eot = tok.eot_id
+    flat = array(_worker["typecode"])
+    lengths = array("Q")
+    for r in rows:
+        text = texts[r].as_py()
+        if not isinstance(text, str) or not text.strip():
+            lengths.append(0)   # the data stage already skips these; raw files from elsewhere may not
+            continue
+        encoded = tok.encode_ordinary(text)
+        flat.append(eot)
+        flat.extend(encoded)
+        lengths.append(len(encoded) + 1)
+    return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes()
+
+
+def _ordered_results(pool, tasks: list[tuple[int, int]], start: int, split: str, workers: int) -> Iterator[tuple]:
+    """Results of tasks[start:], in task order, with at most a few tasks in flight (bounded memory)."""
+    if pool is None:
+        for t in range(start, len(tasks)):
+            yield t, encode_task(tasks[t], split)
+        return
+    window = 2 * workers + 2
+    pending: deque = deque()
+    next_task = start
+    while next_task < len(tasks) and len(pending) < window:
+        pending.append((next_task, pool.apply_async(encode_task, (tasks[next_task], split))))
+        next_task += 1
+    while pending:
+        t, result = pending.popleft()
+        if next_task < len(tasks):
+            pending.append((next_task, pool.apply_async(encode_task, (tasks[next_task], split))))
+            next_task += 1
+        yield t, result.get()
+
+
+# ------------------------------------------------------------------------------------------ stage
+def _paths(recipe: Recipe) -> tuple[Path, Path, Path]:
+    return recipe.stage_dir("raw"), recipe.stage_dir("tokenizer"), recipe.stage_dir("shards")
+
+
+def stage_inputs(recipe: Recipe) -> dict[str, Any]:
+    raw_dir, tok_dir, _ = _paths(recipe)
+    tok_manifest = mf.read_manifest(tok_dir)
+    if tok_manifest is None:
+        raise ShardsStageError(f"{tok_dir}/manifest.json is missing: run `make tokenizer` first")
+    return {
+        "raw_manifest_sha256": mf.manifest_fingerprint(raw_dir),
+        "tokenizer_manifest_sha256": mf.manifest_fingerprint(tok_dir),
+        "tokenizer_fingerprint": tok_manifest["tokenizer"]["fingerprint"],
+    }
+
+
+def stage_config(recipe: Recipe) -> dict[str, Any]:
+    """The shards section minus `workers`: the output does not depend on it, so neither does staleness."""
+    cfg = recipe.section("shards")
+    cfg.pop("workers")
+    return cfg
+
+
+def _progress_ok(progress: dict[str, Any], out_dir: Path, fp: str) -> bool:
+    if progress.get("fingerprint") != fp:
+        return False
+    for split in progress["splits"].values():
+        for e in split["shards"]:
+            if not (out_dir / e["path"]).is_file() or (out_dir / e["path"]).stat().st_size != e["bytes"]:
+                return False
+            if "index" in e and not (out_dir / e["index"]).is_file():
+                return False
+    return True
+
+
+def _clean(out_dir: Path) -> None:
+    for pattern in ("*_[0-9][0-9][0-9][0-9][0-9][0-9].*", PROGRESS, "*.tmp"):
+        for p in out_dir.glob(pattern):
+            p.unlink()
+
+
+def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print,
+        workers: int | None = None) -> dict[str, Any]:
+    """Run the shards stage (or skip it when up to date); returns the manifest."""
+    raw_dir, tok_dir, out_dir = _paths(recipe)
+    cfg = stage_config(recipe)
+    inputs = stage_inputs(recipe)
+    if not force and mf.is_up_to_date(out_dir, cfg, inputs):
+        log(f"shards: {out_dir} is up to date (FORCE=1 to redo)")
+        return mf.read_manifest(out_dir)
+    workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1
+
+    from pipelines.data import raw_files  # noqa: PLC0415 (keeps `import pipelines.shards` light)
+
+    files = raw_files(raw_dir)
+    tok_manifest = mf.read_manifest(tok_dir)
+    vocab_size, eot_id = tok_manifest["tokenizer"]["n_vocab"], tok_manifest["tokenizer"]["eot_id"]
+    if eot_id is None:
+        raise ShardsStageError(f"{tok_dir}: the tokenizer has no <|endoftext|> token to separate documents")
+    dtype = dtype_for_vocab(vocab_size)
+    tokenizer_path = tok_dir / TOKENIZER_FILE
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mf.remove_manifest(out_dir)
+    fp = mf.fingerprint({"config": cfg, "inputs": inputs})
+    progress_path = out_dir / PROGRESS
+    progress = None
+    if not force and progress_path.exists():
+        try:
+            progress = mf.read_json(progress_path)
+        except (OSError, ValueError):
+            progress = None
+        if progress is not None and not _progress_ok(progress, out_dir, fp):
+            progress = None
+    if progress is None:
+        _clean(out_dir)
+        progress = {"fingerprint": fp, "splits": {}}
+    else:
+        done = sum(len(s["shards"]) for s in progress["splits"].values())
+        log(f"shards: resuming after {done} finished shard(s)")
+
+    tasks = [(fi, rg) for fi, p in enumerate(files) for rg in range(pq.ParquetFile(p).num_row_groups)]
+    total_docs = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    rule = SplitRule(val_fraction=cfg["val_fraction"])
+    if cfg["val_documents"]:
+        rule = SplitRule(val_ids=select_val_ids(files, cfg["val_documents"]))
+    splits = [s for s in SPLITS if s == "train" or rule.has_val]
+
+    init_args = (str(tokenizer_path), [str(p) for p in files], rule, dtype.str)
+    pool = None
+    if workers > 1:
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+    else:
+        _init_worker(*init_args)
+
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    try:
+        for split in splits:
+            state = progress["splits"].setdefault(
+                split, {"shards": [], "done": False, "stats": {"skipped_empty": 0}}
+            )
+            if state["done"]:
+                continue
+            bar = tqdm(total=total_docs, unit="doc", desc=f"shards {split}", disable=not progress_bar,
+                       dynamic_ncols=True)
+            _encode_split(split, state, progress, progress_path, pool, tasks, workers, out_dir, cfg, dtype,
+                          eot_id, bar)
+            bar.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    elapsed = time.perf_counter() - t0
+
+    manifest = _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_path, tok_manifest,
+                               vocab_size, dtype, eot_id)
+    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
+    progress_path.unlink(missing_ok=True)
+    tokens = sum(manifest["splits"][s]["tokens"] for s in splits)
+    log(f"shards: {tokens:,} tokens in " + ", ".join(
+        f"{s} {len(manifest['splits'][s]['shards'])} shard(s)/{manifest['splits'][s]['documents']} docs"
+        for s in splits) + f" -> {out_dir} ({elapsed:.1f} s, {workers} worker(s))")
+    return manifest
+
+
+def _encode_split(split, state, progress, progress_path, pool, tasks, workers, out_dir, cfg, dtype, eot_id, bar):
+    stats = state["stats"]
+
+    def on_shard(entry: dict[str, Any]) -> None:
+        state["shards"].append(entry)
+        state["stats"] = dict(stats)   # counters as of the resume point
+        mf.write_json_atomic(progress_path, progress)
+
+    resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
+    start_position = tuple(resume["position"])
+    writer = ShardWriter(out_dir, split, cfg["format"], cfg["shard_tokens"], dtype, eot_id,
+                         next_index=len(state["shards"]), on_shard=on_shard)
+    for t, (rows, ids, packed, packed_lengths) in _ordered_results(pool, tasks, start_position[0], split, workers):
+        tokens = np.frombuffer(packed, dtype=dtype)
+        ends = np.cumsum(np.frombuffer(packed_lengths, dtype=np.uint64)).tolist()
+        start = 0
+        for row, doc_id, end in zip(rows, ids, ends):
+            if (t, row) >= start_position:
+                if end == start:
+                    stats["skipped_empty"] += 1
+                else:
+                    skip = resume["offset"] if (t, row) == start_position else 0
+                    writer.add(doc_id, tokens[start:end], [t, row], skip)
+            start = end
+        bar.update(len(rows))
+    writer.close()
+    state["done"] = True
+    state["stats"] = dict(stats)
+    mf.write_json_atomic(progress_path, progress)
+
+
+def _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_path, tok_manifest, vocab_size,
+                    dtype, eot_id) -> dict[str, Any]:
+    split_info: dict[str, Any] = {}
+    outputs = []
+    for split in splits:
+        entries = [{k: v for k, v in e.items() if k != "resume"} for e in progress["splits"][split]["shards"]]
+        split_info[split] = {
+            "tokens": sum(e["tokens"] for e in entries),
+            "documents": sum(e["documents"] for e in entries),
+            "skipped_empty": progress["splits"][split]["stats"]["skipped_empty"],
+            "shards": entries,
+        }
+        for e in entries:
+            outputs.append({"path": e["path"], "bytes": e["bytes"], "sha256": e["sha256"]})
+            if "index" in e:
+                outputs.append({"path": e["index"], "bytes": e["index_bytes"], "sha256": e["index_sha256"]})
+    return {
+        "stage": "shards",
+        "format_version": FORMAT_VERSION,
+        "format": cfg["format"],
+        "recipe": recipe.name,
+        "tokenizer": {
+            "fingerprint": tok_manifest["tokenizer"]["fingerprint"],
+            "name": tok_manifest["tokenizer"].get("name"),
+            "path": os.path.relpath(tokenizer_path, out_dir),
+        },
+        "vocab_size": vocab_size,
+        "dtype": dtype.name,
+        "eot_id": eot_id,
+        "shard_tokens": cfg["shard_tokens"],
+        "config": cfg,
+        "inputs": inputs,
+        "splits": split_info,
+        "outputs": outputs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="make shards: encode raw documents into token shards")
+    parser.add_argument("--config", default="configs/demo.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--force", action="store_true", help="redo the stage even if up to date")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.config, parse_overrides(args.set))
+        run(recipe, force=args.force, progress_bar=not args.no_progress)
+    except (RecipeError, ShardsStageError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
