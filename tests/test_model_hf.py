@@ -153,3 +153,50 @@ def test_malicious_bin_is_not_unpickled(tmp_path):
     torch.save({"transformer.wte.weight": Evil()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="weights_only"):
         load_hf_gpt2(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def test_cli_export_sample_and_check(tmp_path, gpt2_files, capsys):
+    """export (training checkpoint + tokenizer) -> a directory that transformers and `sample` both use."""
+    import shutil
+
+    from model.hf import main
+    from tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gpt2_files(*gpt2_files)
+    torch.manual_seed(3)
+    model = GPT(GPTConfig.from_preset("tiny", vocab_size=tok.n_vocab, block_size=32))
+    checkpoint = tmp_path / "ckpt.pt"
+    torch.save({"step": 5, "model": model.state_dict(), "model_config": model.config.to_dict()}, checkpoint)
+    tok.save(tmp_path / "tokenizer.ljt.json")
+    out = tmp_path / "hf"
+
+    assert main(["export", str(checkpoint), str(out), "--tokenizer", str(tmp_path / "tokenizer.ljt.json")]) == 0
+    assert "step 5" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == 50256
+    assert main(["check", str(out)]) == 0
+    assert "max |our logits - transformers logits|" in capsys.readouterr().out
+
+    args = ["--prompt", "hello world", "--max-new-tokens", "5", "--seed", "1"]
+    assert main(["sample", str(out), *args]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("hello world") and len(first.splitlines()[0]) > len("hello world")
+    # the GPT-2 directory layout (vocab.json + merges.txt) decodes the same way; no-cache gives the same text
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(out / name, plain / name)
+    shutil.copy(gpt2_files[0], plain / "vocab.json")
+    shutil.copy(gpt2_files[1], plain / "merges.txt")
+    assert main(["sample", str(plain), *args, "--no-cache"]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_cli_export_rejects_non_checkpoints(tmp_path):
+    from model.hf import main
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="'model' and 'model_config'"):
+        main(["export", str(tmp_path / "x.pt"), str(tmp_path / "out")])
