@@ -1,0 +1,270 @@
+"""`make inspect` / `python -m pipelines.inspect PATH`: look inside token shards before training on them.
+
+PATH is a shard directory, its manifest.json, or one shard file (then only that shard is shown).
+With `--config` instead, the recipe's shard directory is used. Shows:
+  - a summary table per split: shards, tokens, documents, dtype, tokenizer, UTF-8 bytes per token;
+  - checksum verification (sha256 of every file against the manifest; --no-verify skips it);
+  - a few decoded documents (--doc ID, or --docs N at random with --seed);
+  - the most frequent tokens;
+  - a PNG histogram of document lengths in tokens (--plot FILE; matplotlib's Agg backend, no display).
+`--json` prints the same facts as one JSON object for scripts. Everything is read through
+pipelines.shard_format.ShardReader, the same reader training uses, so what inspect shows is what
+training gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.shard_format import MANIFEST_NAME, ShardFormatError, ShardReader
+
+BYTES_SAMPLE_TOKENS = 1_000_000   # bytes/token is measured on (up to) this many tokens per split
+COUNT_CHUNK = 1 << 24             # bincount in chunks: bounded memory on 100M-token shards
+
+
+def open_reader(path: Path) -> tuple[ShardReader, str | None]:
+    """(reader, the one shard file to restrict to or None)."""
+    if path.is_file() and path.name != MANIFEST_NAME:
+        return ShardReader(path.parent), path.name
+    return ShardReader(path), None
+
+
+def selected_shards(reader: ShardReader, only: str | None) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for split in reader.splits:
+        entries = [e for e in reader.shards(split) if only is None or only in (e["path"], e.get("index"))]
+        if entries:
+            out[split] = entries
+    if only is not None and not out:
+        raise ShardFormatError(f"{only} is not a shard listed in {reader.manifest_path}")
+    return out
+
+
+def document_lengths(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
+    """Tokens per document (incl. eot), continuation pieces added to the document they continue."""
+    lengths: list[int] = []
+    for entry in entries:
+        tokens = reader.shard_tokens(entry)
+        _, starts = reader.shard_pieces(entry)
+        piece_lengths = np.diff(np.append(starts, len(tokens))).tolist()
+        for length, starts_doc in zip(piece_lengths, (tokens[starts] == reader.eot_id).tolist()):
+            if starts_doc:
+                lengths.append(length)
+            elif lengths:      # a continuation: the document began in the previous shard
+                lengths[-1] += length
+    return np.array(lengths, dtype=np.int64)
+
+
+def token_counts(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
+    counts = np.zeros(reader.vocab_size, dtype=np.int64)
+    for entry in entries:
+        tokens = reader.shard_tokens(entry)
+        for i in range(0, len(tokens), COUNT_CHUNK):
+            counts += np.bincount(tokens[i : i + COUNT_CHUNK], minlength=reader.vocab_size)[: reader.vocab_size]
+    return counts
+
+
+def bytes_per_token(tok, reader: ShardReader, entries: list[dict[str, Any]]) -> tuple[float, int]:
+    """UTF-8 bytes per (non-eot) token on the first BYTES_SAMPLE_TOKENS tokens of the split."""
+    sample, left = [], BYTES_SAMPLE_TOKENS
+    for entry in entries:
+        if left <= 0:
+            break
+        t = reader.shard_tokens(entry)[:left]
+        sample.append(t[t != reader.eot_id])
+        left -= len(t)
+    ids = np.concatenate(sample) if sample else np.zeros(0, np.int64)
+    n_bytes = len(tok.decode_bytes(ids.tolist()))
+    return n_bytes / max(1, len(ids)), int(len(ids))
+
+
+def find_documents(reader: ShardReader, split: str, wanted: set[str] | None, n_random: int,
+                   seed: int) -> list[tuple[str, np.ndarray]]:
+    docs = []
+    if wanted:
+        for split_name in reader.splits:
+            for doc_id, tokens in reader.iter_documents(split_name):
+                if doc_id in wanted:
+                    docs.append((doc_id, tokens))
+        missing = wanted - {d for d, _ in docs}
+        if missing:
+            raise ShardFormatError(f"document id(s) not found in {reader.root}: {', '.join(sorted(missing))}")
+        return docs
+    n_docs = reader.num_documents(split)
+    picks = set(random.Random(seed).sample(range(n_docs), min(n_random, n_docs)))
+    for i, (doc_id, tokens) in enumerate(reader.iter_documents(split)):
+        if i in picks:
+            docs.append((doc_id, tokens))
+            if len(docs) == len(picks):
+                break
+    return docs
+
+
+def plot_histogram(lengths_by_split: dict[str, np.ndarray], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    all_lengths = np.concatenate([v for v in lengths_by_split.values() if len(v)])
+    bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(max(2, all_lengths.max())), 50)
+    for split, lengths in lengths_by_split.items():
+        ax.hist(lengths, bins=bins, alpha=0.6, label=f"{split} ({len(lengths):,} docs)")
+    ax.set_xscale("log")
+    ax.set_xlabel("document length (tokens, incl. eot)")
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def collect(reader: ShardReader, only: str | None, verify: bool, doc_ids: set[str] | None, n_docs: int,
+            seed: int, top: int, plot: Path | None) -> dict[str, Any]:
+    """Every fact inspect reports, as plain data (the --json output)."""
+    tok = None
+    if reader.tokenizer_path is not None and reader.tokenizer_path.is_file():
+        from tokenizer import Tokenizer
+
+        tok = Tokenizer.load(reader.tokenizer_path)
+        if tok.fingerprint != reader.tokenizer_fingerprint:
+            raise ShardFormatError(f"{reader.tokenizer_path} is not the tokenizer these shards were made with "
+                                   f"(fingerprint {tok.fingerprint[:16]}... vs {reader.tokenizer_fingerprint[:16]}...)")
+    shards = selected_shards(reader, only)
+    facts: dict[str, Any] = {
+        "path": str(reader.root), "format": reader.format, "format_version": reader.manifest["format_version"],
+        "dtype": reader.dtype.name, "vocab_size": reader.vocab_size, "eot_id": reader.eot_id,
+        "tokenizer": {"name": reader.manifest["tokenizer"].get("name"), "fingerprint": reader.tokenizer_fingerprint,
+                      "path": str(reader.tokenizer_path) if reader.tokenizer_path else None,
+                      "available": tok is not None},
+        "splits": {}, "checksums": None, "documents": [], "top_tokens": [], "histogram": None,
+    }
+    if verify:
+        from pipelines.manifest import sha256_file
+
+        checked, bad = 0, []
+        for entries in shards.values():
+            for e in entries:
+                pairs = [(e["path"], e["sha256"])] + ([(e["index"], e["index_sha256"])] if "index" in e else [])
+                for rel, expected in pairs:
+                    checked += 1
+                    if sha256_file(reader.root / rel) != expected:
+                        bad.append(rel)
+        facts["checksums"] = {"files": checked, "ok": not bad, "mismatched": bad}
+    counts = np.zeros(reader.vocab_size, dtype=np.int64)
+    lengths_by_split = {}
+    for split, entries in shards.items():
+        lengths = document_lengths(reader, entries)
+        lengths_by_split[split] = lengths
+        counts += token_counts(reader, entries)
+        info = {
+            "shards": len(entries),
+            "tokens": int(sum(e["tokens"] for e in entries)),
+            "documents": int(sum(e["documents"] for e in entries)),
+            "mean_doc_tokens": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+            "max_doc_tokens": int(lengths.max()) if len(lengths) else 0,
+        }
+        if tok is not None:
+            bpt, sample = bytes_per_token(tok, reader, entries)
+            info["bytes_per_token"], info["bytes_per_token_sample"] = round(bpt, 3), sample
+        facts["splits"][split] = info
+    for ident in np.argsort(-counts, kind="stable")[:top]:
+        if counts[ident] == 0:
+            break
+        facts["top_tokens"].append({"id": int(ident), "count": int(counts[ident]),
+                                    "text": tok.decode([int(ident)]) if tok is not None else None})
+    if doc_ids or n_docs:
+        split = "train" if "train" in shards else next(iter(shards))
+        for doc_id, tokens in find_documents(reader, split, doc_ids, n_docs, seed):
+            facts["documents"].append({"id": doc_id, "tokens": int(len(tokens)),
+                                       "text": tok.decode(tokens[1:].tolist()) if tok is not None else None})
+    if plot is not None and any(len(v) for v in lengths_by_split.values()):
+        plot_histogram(lengths_by_split, plot, f"{reader.root.parent.name}: document lengths")
+        facts["histogram"] = str(plot)
+    return facts
+
+
+def render(facts: dict[str, Any], max_chars: int) -> str:
+    lines = [f"shards: {facts['path']}  (format {facts['format']} v{facts['format_version']}, "
+             f"dtype {facts['dtype']}, vocab {facts['vocab_size']:,}, eot {facts['eot_id']})",
+             f"tokenizer: {facts['tokenizer']['name']}  fingerprint {facts['tokenizer']['fingerprint'][:16]}"
+             + ("" if facts["tokenizer"]["available"] else "  (file not found: no decoding)"), ""]
+    header = ["split", "shards", "tokens", "documents", "tokens/doc", "max doc", "bytes/token"]
+    rows = [[split, f"{s['shards']:,}", f"{s['tokens']:,}", f"{s['documents']:,}", f"{s['mean_doc_tokens']:,}",
+             f"{s['max_doc_tokens']:,}", str(s.get("bytes_per_token", "-"))] for split, s in facts["splits"].items()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    lines.append("")
+    if facts["checksums"] is not None:
+        c = facts["checksums"]
+        lines.append(f"checksums: {c['files']} files, " + ("all sha256 match the manifest" if c["ok"]
+                     else f"MISMATCH in {', '.join(c['mismatched'])}"))
+    if facts["top_tokens"]:
+        lines.append("most frequent tokens: " + ", ".join(
+            f"{t['id']} {t['text']!r} ({t['count']:,})" for t in facts["top_tokens"]))
+    for d in facts["documents"]:
+        text = d["text"] if d["text"] is not None else "(no tokenizer)"
+        cut = text[:max_chars] + (f" [... {len(text) - max_chars:,} more characters]" if len(text) > max_chars else "")
+        lines += ["", f"--- document {d['id']} ({d['tokens']:,} tokens) ---", cut]
+    if facts["histogram"]:
+        lines += ["", f"histogram of document lengths: {facts['histogram']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Inspect token shards (a shard directory or a single shard).")
+    parser.add_argument("path", nargs="?", help="shard directory, manifest.json or one shard file")
+    parser.add_argument("--config", help="use the shard directory of this recipe instead of PATH")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--doc", action="append", default=[], help="decode this document id (repeatable)")
+    parser.add_argument("--docs", type=int, default=2, help="decode N random documents (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top", type=int, default=15, help="most frequent tokens to list")
+    parser.add_argument("--chars", type=int, default=600, help="characters of each decoded document to print")
+    parser.add_argument("--plot", type=Path, help="write the document length histogram (PNG) here")
+    parser.add_argument("--no-verify", action="store_true", help="skip sha256 verification")
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    args = parser.parse_args(argv)
+    try:
+        plot = args.plot
+        if args.config:
+            from pipelines.recipe import RecipeError, load_recipe, parse_overrides
+
+            try:
+                recipe = load_recipe(args.config, parse_overrides(args.set))
+            except RecipeError as exc:
+                raise ShardFormatError(str(exc)) from None
+            path = recipe.stage_dir("shards")
+            plot = plot or recipe.artifacts_dir / "inspect" / "doc_lengths.png"
+        elif args.path:
+            path = Path(args.path)
+        else:
+            parser.error("give a shard PATH or --config")
+        reader, only = open_reader(path)
+        facts = collect(reader, only, not args.no_verify, set(args.doc) or None, 0 if args.doc else args.docs,
+                        args.seed, args.top, plot)
+    except ShardFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(facts, indent=2, ensure_ascii=False) if args.json else render(facts, args.chars))
+    if facts["checksums"] is not None and not facts["checksums"]["ok"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
