@@ -251,6 +251,14 @@ class GPT(nn.Module):
 
         With a kv_cache, idx are the tokens at positions kv_cache.pos onwards and the cache advances by T.
         """
+        logits = self.head(self.hidden_states(idx, kv_cache))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) -> the final, normalised residual stream (B, T, n_embd)."""
         B, T = idx.shape
         start = 0
         if kv_cache is not None:
@@ -262,16 +270,14 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for layer, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, layer)
-        x = self.transformer.ln_f(x)
         if kv_cache is not None:
             kv_cache.pos += T
-        # Tied head over the padded vocabulary (fast matmul shape), then drop the padding columns: a view, so the
-        # loss and sampling only ever see real ids.
-        logits = F.linear(x, self.transformer.wte.weight)[..., : self.config.vocab_size]
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
-        return logits, loss
+        return self.transformer.ln_f(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Tied output head: x @ wte.T over the padded vocabulary (fast matmul shape), then the padding columns
+        are dropped -- a view, so the loss and sampling only ever see real ids."""
+        return F.linear(x, self.transformer.wte.weight)[..., : self.config.vocab_size]
 
     @torch.no_grad()
     def generate(
@@ -301,22 +307,25 @@ class GPT(nn.Module):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
+        if max_new_tokens <= 0:
+            return idx
         was_training = self.training
         self.eval()
         try:
             block = self.config.block_size
             cache = KVCache(self.config) if use_cache else None
-            logits, _ = self(idx[:, -block:], kv_cache=cache)
+            # Only the last position's logits are needed: skip the (T, vocab) head matmul for the rest.
+            x = self.hidden_states(idx[:, -block:], cache)
             for step in range(max_new_tokens):
-                next_id = sample_next(logits[:, -1, :], temperature, top_k, generator)
+                next_id = sample_next(self.head(x[:, -1, :]), temperature, top_k, generator)
                 idx = torch.cat([idx, next_id], dim=1)
                 if step == max_new_tokens - 1:
                     break
                 if cache is not None and cache.pos < block:
-                    logits, _ = self(next_id, kv_cache=cache)  # one new position, attend over the cache
+                    x = self.hidden_states(next_id, cache)  # one new position, attends over the cache
                 else:
                     cache = None  # past block_size (or no cache): recompute the last block_size tokens
-                    logits, _ = self(idx[:, -block:])
+                    x = self.hidden_states(idx[:, -block:])
         finally:
             self.train(was_training)
         return idx
