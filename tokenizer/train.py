@@ -63,6 +63,9 @@ from tokenizer.pretokenize import count_pretokens
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
 MAX_VOCAB = 1 << SHIFT
+# Heap entries pack (count, pair) into one int too; see _merge_loop.
+PRIORITY = 1 << (2 * SHIFT)
+KEY_MASK = PRIORITY - 1
 
 # raw byte value -> token id, as a bytes.translate table (all ids < 256 fit in one byte).
 _RAW_TO_ID = bytes(BYTE_TO_ID)
@@ -143,29 +146,26 @@ def train_bpe_from_counts(
 
 
 def _merge_loop(words, freqs, vocab, vocab_size, progress):
-    # Initial pair counts and the words each pair occurs in.
+    # Initial pair counts, and the index: pair -> set of (indices of) words it occurs in.
     pair_counts: dict[int, int] = {}
     where: dict[int, set[int]] = {}
     for i, word in enumerate(words):
         f = freqs[i]
-        for j in range(len(word) - 1):
-            key = word[j] << SHIFT | word[j + 1]
+        for key in [x << SHIFT | y for x, y in zip(word, word[1:])]:
             pair_counts[key] = pair_counts.get(key, 0) + f
             seen = where.get(key)
             if seen is None:
                 where[key] = {i}
             else:
                 seen.add(i)
-    # heapq is a min-heap: store -count so the highest count pops first; on equal counts the
-    # smaller packed pair pops first (the tie rule). `seq` makes every entry unique, so Python
-    # never compares the word sets; entries equal in (count, pair) pop in insertion order.
-    heap = [(-pair_counts[key], key, seq, words_with) for seq, (key, words_with) in enumerate(where.items())]
+    # The heap holds plain ints, key - count * PRIORITY: heapq is a min-heap, so the highest count
+    # pops first, and on equal counts the smaller packed pair (the tie rule). One int per entry
+    # makes every heap comparison a single int comparison instead of a tuple walk.
+    heap = [key - count * PRIORITY for key, count in pair_counts.items()]
     heapq.heapify(heap)
-    seq = len(heap)
-    del where
 
     token_id = {tok: i for i, tok in enumerate(vocab)}
-    merge_log: list[tuple[int, int]] = []  # (packed pair, id of the result), in merge order
+    merged_keys: list[int] = []  # packed pairs, in merge order
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -174,14 +174,13 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
 
     heappush, heappop = heapq.heappush, heapq.heappop
     while len(vocab) < vocab_size and heap:
-        neg_count, key, _, positions = heappop(heap)
+        entry = heappop(heap)
+        key = entry & KEY_MASK
         live = pair_counts[key]
-        if -neg_count != live:  # stale entry: refresh and try again (lazy refresh)
-            heappush(heap, (-live, key, seq, positions))
-            seq += 1
+        if entry != key - live * PRIORITY:  # stale entry: refresh and try again (lazy refresh)
+            if live > 0:  # (a pair whose count fell to 0 never comes back: drop it)
+                heappush(heap, key - live * PRIORITY)
             continue
-        if live < 1:
-            break
         a = key >> SHIFT
         b = key & MASK
         token = vocab[a] + vocab[b]
@@ -192,13 +191,15 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
             token_id[token] = new
             if bar is not None:
                 bar.update(1)
-        merge_log.append((key, new))
+        merged_keys.append(key)
 
-        # Rewrite every occurrence of (a, b) in the entry's words, left to right without overlap,
-        # and collect where the new pairs (p, new) and (new, q) appeared.
+        # Rewrite every occurrence of (a, b) in the pair's words, left to right without overlap,
+        # and collect where the new pairs (p, new) and (new, q) appeared. Like HF, the merged
+        # pair's own count is left as it is: its entry and its word set are used up.
         created: dict[int, set[int]] = {}
         new_shifted = new << SHIFT
-        for i in positions:
+        b_shifted = b << SHIFT
+        for i in where.pop(key):
             word = words[i]
             if a not in word:  # the lazy index: this word lost the pair in an earlier merge
                 continue
@@ -217,9 +218,9 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
                             created[k] = {i}
                         else:
                             seen.add(i)
-                    if j + 2 <= last:
+                    if j < last - 1:
                         q = word[j + 2]
-                        pair_counts[b << SHIFT | q] -= f
+                        pair_counts[b_shifted | q] -= f
                         k = new_shifted | q
                         pair_counts[k] = pair_counts.get(k, 0) + f
                         seen = created.get(k)
@@ -231,15 +232,20 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
                     del word[j + 1]
                     last -= 1
                 j += 1
+        # New pairs enter the index and the heap with their full count.
         for k, words_with in created.items():
             count = pair_counts[k]
             if count > 0:
-                heappush(heap, (-count, k, seq, words_with))
-                seq += 1
+                old = where.get(k)
+                where[k] = words_with if old is None else old | words_with
+                heappush(heap, k - count * PRIORITY)
     if bar is not None:
         bar.close()
 
     # As HF stores them: one rank per pair (a pair merged twice keeps its last rank).
-    last_rank = {key: rank for rank, (key, _) in enumerate(merge_log)}
-    merges = [(key >> SHIFT, key & MASK) for key, _ in sorted(last_rank.items(), key=lambda kv: kv[1])]
+    keys = merged_keys
+    if len(set(keys)) != len(keys):  # a pair merged twice: never in our configuration (see above)
+        last_rank = {key: rank for rank, key in enumerate(keys)}
+        keys = sorted(last_rank, key=last_rank.__getitem__)
+    merges = [(key >> SHIFT, key & MASK) for key in keys]
     return merges, vocab
