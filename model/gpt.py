@@ -343,4 +343,8 @@ def sample_next(
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    if generator is not None and generator.device != probs.device:
+        # multinomial needs the generator on the tensor's device; sampling where the generator lives lets a
+        # CPU generator drive a GPU model (and the same seed pick the same tokens on either device).
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, num_samples=1, generator=generator).to(logits.device)
