@@ -1,0 +1,88 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped, and nothing executable.
+
+Contents (tensors, and dicts/lists/str/int/float/bool only, so `torch.load(weights_only=True)` reads them
+and no pickle from disk can run code):
+    format, step, model (state_dict), optimizer (state_dict), loader (position of the data stream),
+    rng (torch CPU/CUDA generator states of every rank), model_config, config (the validated recipe
+    sections), tokenizer_fingerprint, shards_manifest (path), metrics (last values, for humans)
+
+Writes are atomic: torch.save to a temporary file in the same directory, fsync, then os.replace, so a
+crash while saving leaves the previous checkpoint intact (a half-written checkpoint is worse than none).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "llm-journey-checkpoint/1"
+CHECKPOINT_NAME = "ckpt.pt"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path} (train first: make pretrain)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a zip archive, or a pickle asking for arbitrary classes
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (expected format {FORMAT!r})")
+    missing = [k for k in ("step", "model", "model_config", "tokenizer_fingerprint") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
+
+
+def check_resume_compatible(state: dict[str, Any], *, model_config: dict[str, Any], tokenizer_fingerprint: str,
+                            source: str | Path) -> None:
+    """Refuse to continue a run on other data or with another architecture: clear error, before any step."""
+    if state["tokenizer_fingerprint"] != tokenizer_fingerprint:
+        raise CheckpointError(
+            f"{source}: tokenizer fingerprint mismatch: the checkpoint was trained on tokens of tokenizer "
+            f"{state['tokenizer_fingerprint'][:16]}..., the shards now come from {tokenizer_fingerprint[:16]}...; "
+            "the same ids would mean different text")
+    saved = dict(state["model_config"])
+    diffs = {k: (saved.get(k), v) for k, v in model_config.items() if saved.get(k) != v}
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs recipe {b!r}" for k, (a, b) in diffs.items())
+        raise CheckpointError(f"{source}: cannot resume with a different model config ({detail})")
+
+
+def capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])

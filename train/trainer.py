@@ -1,0 +1,474 @@
+"""The pretraining loop: shards in, checkpoints, metrics and samples out.
+
+One optimizer step = `grad_accum_steps` micro-steps of (B, T) tokens in each of `world_size` processes:
+
+    for each micro-step:  loss = model(x, y) / grad_accum_steps;  loss.backward()
+    (DDP all-reduces the gradients only on the last micro-step; the others run under no_sync())
+    clip the global gradient norm; set the scheduled lr; AdamW step
+
+Dividing by grad_accum_steps makes the accumulated gradient the gradient of the *mean* loss over the
+whole batch (backward sums into .grad), and DDP averages over processes, so the update is the same for
+1 GPU x 8 micro-steps and 8 GPUs x 1 micro-step. Skipping the all-reduce on the first micro-steps saves
+(grad_accum_steps - 1) gradient-sized transfers per step.
+
+Everything that can be wrong with the inputs (shards, tokenizer, checkpoint, config) is checked in
+`Trainer.__init__`, before the first step, so a mistake costs seconds rather than a GPU-night.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model import GPT, GPTConfig
+from pipelines.shard_format import ShardReader
+from train import distributed
+from train.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    check_resume_compatible,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from train.config import BatchPlan, PretrainConfig, batch_plan, lr_at
+from train.loader import ShuffledLoader, TokenWindows, eval_window_ids
+from train.logger import RunLogger, format_duration, format_train_line
+from train.optim import make_optimizer, set_lr
+
+# Dense bf16 peak of common accelerators (TFLOP/s), the denominator of MFU.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0,
+                    "RTX 4090": 165.0, "RTX 3090": 71.0}
+
+
+def peak_flops(device: str, override_tflops: float) -> float | None:
+    if override_tflops > 0:
+        return override_tflops * 1e12
+    if not device.startswith("cuda"):
+        return None  # no meaningful peak for a CPU; MFU is reported as n/a
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def flops_per_token(cfg: GPTConfig, n_params_non_embedding: int, seq_len: int) -> int:
+    """PaLM's estimate: 6N for the weight matmuls (forward 2N, backward 4N) + 12*L*H*Q*T for attention."""
+    return 6 * n_params_non_embedding + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * seq_len
+
+
+def unigram_entropy(arrays: list[np.ndarray], vocab_size: int, max_tokens: int = 200_000_000) -> float:
+    """Entropy (nats/token) of the token frequencies: the loss of the best model that ignores context.
+
+    A model that learned nothing but which tokens are common reaches this; anything lower needs context.
+    Counted over at most `max_tokens` (enough for a stable estimate on big runs).
+    """
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    left = max_tokens
+    for a in arrays:
+        part = a[:left]
+        counts += np.bincount(part, minlength=vocab_size)[:vocab_size]
+        left -= len(part)
+        if left <= 0:
+            break
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    checkpoint: Path
+    steps_done: int
+    losses: list[float]  # train loss of each step this invocation ran
+    val_loss: float | None
+    unigram_entropy: float
+    samples: list[str]
+    hellaswag: dict[str, float] | None
+
+
+def resolve_model_config(cfg: PretrainConfig, shards_vocab: int) -> GPTConfig:
+    """Preset + overrides; the vocabulary follows the shards unless the recipe sets a (larger) one."""
+    overrides = cfg.model.overrides()
+    vocab = overrides.pop("vocab_size", shards_vocab)
+    if vocab < shards_vocab:
+        raise ValueError(
+            f"{cfg.recipe_path}: model.vocab_size = {vocab} is smaller than the vocabulary of the shards in "
+            f"{cfg.shards_dir} ({shards_vocab} ids): token ids >= {vocab} would index past the embedding")
+    return GPTConfig.from_preset(cfg.model.preset, vocab_size=vocab, **overrides)
+
+
+def load_tokenizer(reader: ShardReader, required: bool):
+    """The tokenizer the shards were made with (samples and HellaSwag need text <-> ids), or None."""
+    path = reader.tokenizer_path
+    if path is None or not Path(path).is_file():
+        if required:
+            raise FileNotFoundError(f"the shards' tokenizer ({path}) is missing; HellaSwag needs it to encode text")
+        return None
+    from tokenizer import Tokenizer
+
+    tok = Tokenizer.load(path)
+    if tok.fingerprint != reader.tokenizer_fingerprint:
+        raise ValueError(f"tokenizer {path} has fingerprint {tok.fingerprint[:16]}... but the shards were encoded "
+                         f"with {reader.tokenizer_fingerprint[:16]}...: rebuild the shards (make shards)")
+    return tok
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
+                 log: bool = True):
+        self.cfg = cfg
+        self.stop_at_step = stop_at_step
+        t = cfg.train
+        self.say = print if log else (lambda *a, **k: None)
+        self.env = distributed.setup(t.device)
+        self.main = self.env.is_main
+        if not self.main:
+            self.say = lambda *a, **k: None
+
+        # --- data: the manifest is the contract; everything below is checked against it ---
+        self.reader = ShardReader(cfg.shards_dir)
+        for split in ("train", "val"):
+            if split not in self.reader.splits:
+                raise ValueError(f"{cfg.shards_dir}: the shards have no {split!r} split (splits: {self.reader.splits})")
+        self.model_config = resolve_model_config(cfg, self.reader.vocab_size)
+        self.seq_len = t.seq_len or self.model_config.block_size
+        if self.seq_len > self.model_config.block_size:
+            raise ValueError(f"{cfg.recipe_path}: train.seq_len = {self.seq_len} exceeds the model's block_size "
+                             f"{self.model_config.block_size}")
+        self.plan: BatchPlan = batch_plan(t, self.seq_len, self.env.world_size, cfg.recipe_path)
+        self.loader = ShuffledLoader(self.reader, "train", t.micro_batch_size, self.seq_len, seed=t.seed,
+                                     rank=self.env.rank, world_size=self.env.world_size)
+        self.val_windows = TokenWindows(self.reader.token_arrays("val"), self.seq_len, "val")
+
+        # --- resume: refuse other data / another architecture before building anything ---
+        self.checkpoint_path = cfg.out_dir / CHECKPOINT_NAME
+        self.state: dict[str, Any] | None = None
+        if resume:
+            self.state = load_checkpoint(self.checkpoint_path)
+            check_resume_compatible(self.state, model_config=self.model_config.to_dict(),
+                                    tokenizer_fingerprint=self.reader.tokenizer_fingerprint,
+                                    source=self.checkpoint_path)
+            self.loader.load_state_dict(self.state["loader"])
+
+        # --- text side: tokenizer for samples, HellaSwag examples ---
+        e = cfg.eval
+        self.tokenizer = load_tokenizer(self.reader, required=bool(e.hellaswag))
+        self.hellaswag = None
+        if e.hellaswag:
+            from train.hellaswag import load_examples
+
+            self.hellaswag = load_examples(e.hellaswag, e.hellaswag_limit)
+
+        # --- device, precision, model, optimizer ---
+        self.device = self.env.device
+        dev_type = self.env.device_type
+        self._threads_before = torch.get_num_threads()  # restored by close(): the setting is process-global
+        if dev_type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
+        elif t.cpu_threads:
+            torch.set_num_threads(t.cpu_threads)
+        use_bf16 = t.dtype == "bfloat16" or (t.dtype == "auto" and dev_type == "cuda")
+        self.autocast = (lambda: torch.autocast(device_type=dev_type, dtype=torch.bfloat16)) if use_bf16 \
+            else contextlib.nullcontext
+        self.precision = "bfloat16 autocast" if use_bf16 else "float32"
+
+        torch.manual_seed(t.seed)  # same initial weights in every process (DDP also broadcasts rank 0's)
+        self.raw_model = GPT(self.model_config).to(self.device)
+        self.optimizer = make_optimizer(self.raw_model, t, dev_type)
+        self.start_step = 0
+        if self.state is not None:
+            self.raw_model.load_state_dict(self.state["model"])
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.start_step = int(self.state["step"])
+            rng = self.state.get("rng") or []
+            if len(rng) == self.env.world_size:
+                restore_rng(rng[self.env.rank])
+        self.model = self.raw_model
+        self.compiled, self.compile_note = self._maybe_compile(t.compile, dev_type)
+        if self.compiled:
+            self.model = torch.compile(self.raw_model)
+        if self.env.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model, device_ids=[self.env.local_rank] if dev_type == "cuda" else None)
+        self.eval_model = self.model.module if self.env.is_distributed else self.model
+
+        n = self.raw_model.num_params(non_embedding=True)
+        self.flops_per_token = flops_per_token(self.model_config, n, self.seq_len)
+        self.peak = peak_flops(self.device, t.peak_tflops)
+        self.entropy = unigram_entropy(self.reader.token_arrays("train"), self.reader.vocab_size)
+        self.logger = None
+        if self.main:
+            self.logger = RunLogger(cfg.out_dir, wandb_cfg=cfg.wandb, run_config=self.run_config(),
+                                    resume_step=self.start_step if resume else None, run_name=cfg.recipe_name,
+                                    unigram_entropy=self.entropy)
+
+    @staticmethod
+    def _maybe_compile(setting: str, dev_type: str) -> tuple[bool, str]:
+        if setting == "false":
+            return False, "torch.compile off (train.compile = false)"
+        if setting == "auto" and dev_type != "cuda":
+            return False, ("torch.compile off: the device is a CPU, where compiling costs more time than a short "
+                           "run saves (set train.compile = true to force it)")
+        if dev_type == "cuda":
+            try:
+                from torch.utils._triton import has_triton
+            except ImportError:  # pragma: no cover - very old torch
+                has_triton = None
+            if has_triton is not None and not has_triton():
+                if setting == "true":
+                    raise RuntimeError("train.compile = true but Triton is not installed (inductor needs it on GPUs)")
+                return False, "torch.compile off: Triton is not installed (pip install triton)"
+        if sys.version_info >= (3, 14) and setting == "auto":
+            return False, "torch.compile off: not supported by this torch on this Python version"
+        return True, "torch.compile on (first steps include compilation)"
+
+    def run_config(self) -> dict[str, Any]:
+        return {**self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
+                "plan": {"grad_accum_steps": self.plan.grad_accum_steps, "world_size": self.plan.world_size,
+                         "max_steps": self.plan.max_steps, "seq_len": self.seq_len},
+                "tokenizer_fingerprint": self.reader.tokenizer_fingerprint}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def val_loss(self) -> float:
+        """Mean loss over the same first windows of the val split every time (split across ranks)."""
+        ids = eval_window_ids(self.val_windows.num_windows, self.cfg.eval.val_tokens, self.seq_len,
+                              self.env.rank, self.env.world_size)
+        B = self.cfg.train.micro_batch_size
+        total = torch.zeros(2, dtype=torch.float64)
+        self.eval_model.eval()
+        for i in range(0, len(ids), B):
+            chunk = ids[i:i + B]
+            x, y = self.val_windows.batch(chunk)
+            x, y = x.to(self.device), y.to(self.device)
+            with self.autocast():
+                _, loss = self.eval_model(x, y)
+            total[0] += loss.item() * len(chunk)
+            total[1] += len(chunk)
+        self.eval_model.train()
+        distributed.all_reduce_sum(total, self.env)
+        return float(total[0] / total[1])
+
+    @torch.no_grad()
+    def samples(self) -> list[str]:
+        """Continuations of the fixed prompts from a fixed seed, so samples compare across steps."""
+        e = self.cfg.eval
+        if self.tokenizer is None or e.samples_per_prompt == 0 or e.sample_tokens == 0:
+            return []
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed)
+        out = []
+        for prompt in e.prompts:
+            ids = self.tokenizer.encode(prompt, allowed_special="all")
+            idx = torch.tensor([ids] * e.samples_per_prompt, dtype=torch.long, device=self.device)
+            with self.autocast():
+                seq = self.raw_model.generate(idx, e.sample_tokens, temperature=e.temperature, top_k=e.top_k or None,
+                                              generator=gen)
+            out += [self.tokenizer.decode(row.tolist()) for row in seq]
+        return out
+
+    def hellaswag_scores(self) -> dict[str, float]:
+        from train.hellaswag import score
+
+        counts = score(self.eval_model, self.hellaswag, self.tokenizer.encode, device=self.device,
+                       block_size=self.model_config.block_size, autocast=self.autocast, rank=self.env.rank,
+                       world_size=self.env.world_size)
+        self.eval_model.train()
+        counts = distributed.all_reduce_sum(counts, self.env)
+        n = float(counts[0])
+        return {"n": n, "acc": float(counts[1]) / n, "acc_norm": float(counts[2]) / n}
+
+    def evaluate(self, step: int, final: bool) -> dict[str, Any]:
+        e = self.cfg.eval
+        result: dict[str, Any] = {}
+        if step % e.every == 0 or final:
+            result["val_loss"] = self.val_loss()
+            if self.logger:
+                self.logger.log({"type": "val", "step": step, "val_loss": result["val_loss"]},
+                                f"step {step:>6} | val loss {result['val_loss']:.4f} "
+                                f"(unigram entropy {self.entropy:.4f})")
+        hs_every = e.every if e.hellaswag_every is None else e.hellaswag_every
+        if self.hellaswag is not None and ((hs_every and step % hs_every == 0) or final):
+            result["hellaswag"] = hs = self.hellaswag_scores()
+            if self.logger:
+                self.logger.log({"type": "hellaswag", "step": step, **hs},
+                                f"step {step:>6} | HellaSwag acc_norm {hs['acc_norm']:.4f} acc {hs['acc']:.4f} "
+                                f"({hs['n']:.0f} examples)")
+        s_every = e.every if e.sample_every is None else e.sample_every
+        if self.main and ((s_every and step % s_every == 0) or final):
+            result["samples"] = texts = self.samples()
+            for text in texts:
+                self.logger.log({"type": "sample", "step": step, "text": text}, f"step {step:>6} | sample: {text!r}")
+        if self.logger and "val_loss" in result:
+            self.logger.plot()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, step: int, metrics: dict[str, Any]) -> None:
+        rng = distributed.gather_objects(capture_rng(), self.env)  # every rank's generators, for exact resumes
+        if self.main:
+            save_checkpoint(self.checkpoint_path, {
+                "step": step,
+                "model": self.raw_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "loader": self.loader.state_dict(),
+                "rng": rng,
+                "model_config": self.model_config.to_dict(),
+                "config": self.cfg.to_dict(),
+                "tokenizer_fingerprint": self.reader.tokenizer_fingerprint,
+                "shards_dir": str(self.cfg.shards_dir),
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            })
+        distributed.barrier(self.env)
+
+    # ------------------------------------------------------------------ the loop
+    def banner(self) -> None:
+        c, p = self.model_config, self.plan
+        self.say(f"model: {self.cfg.model.preset} n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} "
+                 f"block_size={c.block_size} vocab={c.vocab_size} (padded {c.padded_vocab_size}); "
+                 f"{self.raw_model.num_params(non_embedding=False):,} parameters")
+        self.say(f"data: {self.reader.num_tokens('train'):,} train tokens ({self.loader.windows.num_windows:,} windows "
+                 f"of {self.seq_len + 1}), {self.reader.num_tokens('val'):,} val tokens; unigram entropy "
+                 f"{self.entropy:.4f} nats/token (ln vocab = {math.log(c.vocab_size):.4f})")
+        self.say(p.describe())
+        epochs = p.max_steps * p.total_batch_tokens / max(1, self.reader.num_tokens("train"))
+        self.say(f"device: {self.device} x {self.env.world_size} process(es), {self.precision}; {self.compile_note}; "
+                 f"{epochs:.2f} epoch(s) of the train split")
+        if self.start_step:
+            self.say(f"resuming from {self.checkpoint_path} at step {self.start_step} "
+                     f"(data stream position {self.loader.consumed:,} windows)")
+
+    def train_step(self, step: int) -> tuple[float, float, float]:
+        t, accum = self.cfg.train, self.plan.grad_accum_steps
+        lr = lr_at(step, t, self.plan.max_steps)
+        set_lr(self.optimizer, lr)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            x, y = self.loader.next_batch()
+            if self.env.device_type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                y = y.pin_memory().to(self.device, non_blocking=True)
+            last = micro == accum - 1
+            # DDP pitfall: without no_sync every micro-step would all-reduce the gradients.
+            sync = contextlib.nullcontext() if (last or not self.env.is_distributed) else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    _, loss = self.model(x, y)
+                loss = loss / accum  # backward *sums* into .grad: scale so the total is the batch mean
+                loss_sum += loss.detach()
+                loss.backward()
+        if self.env.is_distributed:
+            loss_sum = distributed.all_reduce_sum(loss_sum, self.env) / self.env.world_size
+        max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss_sum.item()), lr, float(norm.item())
+
+    def run(self) -> RunResult:
+        p = self.plan
+        self.banner()
+        losses: list[float] = []
+        last_eval: dict[str, Any] = {}
+        step = self.start_step
+        if step >= p.max_steps:
+            self.say(f"nothing to do: the checkpoint is at step {step} of {p.max_steps}")
+        if step == 0 and p.max_steps > 0:
+            last_eval = self.evaluate(0, final=False)  # the untrained baseline (~ ln vocab)
+        recent: list[float] = []
+        t_start = time.time()
+        while step < p.max_steps:
+            t0 = time.time()
+            loss, lr, norm = self.train_step(step)
+            if self.env.device_type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.time() - t0
+            step += 1
+            losses.append(loss)
+            recent = (recent + [dt])[-20:]
+            if len(recent) > 1 and step - self.start_step <= 3:
+                recent = recent[1:]  # the first step includes compilation and warmup: keep it out of the ETA
+            tok_s = p.total_batch_tokens / dt
+            mfu = self.flops_per_token * tok_s / (self.peak * self.env.world_size) if self.peak else None
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}; lower train.max_lr or check the data")
+            if self.logger:
+                rec = {"type": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "dt": dt,
+                       "tokens_per_sec": tok_s, "mfu": mfu, "tokens": step * p.total_batch_tokens,
+                       "eta_s": (p.max_steps - step) * sum(recent) / len(recent)}
+                show = step % self.cfg.train.log_every == 0 or step in (1, p.max_steps)
+                self.logger.log(rec, format_train_line(rec, p.max_steps) if show else None)
+            final = step == p.max_steps
+            stopping = final or (self.stop_at_step is not None and step >= self.stop_at_step)
+            if step % self.cfg.eval.every == 0 or final or self._other_eval_due(step):
+                last_eval = self.evaluate(step, final)
+            if step % self.cfg.train.checkpoint_every == 0 or stopping:
+                metrics = {"loss": loss}
+                if "val_loss" in last_eval:
+                    metrics["val_loss"] = last_eval["val_loss"]
+                self.save(step, metrics)
+            if stopping:
+                break
+        return self._finish(step, losses, last_eval, time.time() - t_start)
+
+    def _other_eval_due(self, step: int) -> bool:
+        e = self.cfg.eval
+        for every in (e.sample_every, e.hellaswag_every):
+            if every and step % every == 0:
+                return True
+        return False
+
+    def _finish(self, step: int, losses: list[float], last_eval: dict[str, Any], seconds: float) -> RunResult:
+        val = last_eval.get("val_loss")
+        hs = last_eval.get("hellaswag")
+        summary = {"step": step, "max_steps": self.plan.max_steps, "tokens": step * self.plan.total_batch_tokens,
+                   "unigram_entropy": self.entropy, "val_loss": val, "seconds": seconds,
+                   "final_train_loss": losses[-1] if losses else None}
+        if hs:
+            summary.update({f"hellaswag_{k}": v for k, v in hs.items()})
+        if self.logger:
+            self.logger.log({"type": "summary", **summary})
+            path = self.cfg.out_dir / "summary.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            os.replace(tmp, path)
+            self.logger.plot()
+            self.logger.finish(summary)
+            if val is not None:
+                self.say(f"done: step {step}/{self.plan.max_steps} in {format_duration(seconds)}; val loss {val:.4f} "
+                         f"vs unigram entropy {self.entropy:.4f} nats/token; checkpoint {self.checkpoint_path}; "
+                         f"metrics {self.logger.metrics_path}; plot {self.logger.plot_path}")
+        return RunResult(out_dir=self.cfg.out_dir, checkpoint=self.checkpoint_path, steps_done=step, losses=losses,
+                         val_loss=val, unigram_entropy=self.entropy, samples=last_eval.get("samples", []),
+                         hellaswag=hs)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.finish({})
+        torch.set_num_threads(self._threads_before)
+        distributed.teardown(self.env)
+
+
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
+             log: bool = True) -> RunResult:
+    trainer = Trainer(cfg, resume=resume, stop_at_step=stop_at_step, log=log)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+__all__ = ["Trainer", "RunResult", "pretrain", "resolve_model_config", "unigram_entropy", "flops_per_token",
+           "peak_flops"]
