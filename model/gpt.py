@@ -9,7 +9,7 @@ implements), so weights move between the two without conversion beyond a few tra
 Design choices and what they buy:
 - Pre-LayerNorm (normalise the *input* of each sub-layer, keep the residual stream untouched, one final ln_f):
   the residual path is a clean identity from the embedding to the head, so gradients reach early layers
-  unattenuated and deep stacks train without warmup tricks that post-LN needs.
+  unattenuated and deep stacks train stably (post-LN, the 2017 original, diverges without a careful warmup).
 - Weight tying: the output projection *is* the token embedding matrix (logits = x @ wte.T). One tensor, not a
   module pointing at another module's weight: it is created and initialised once, counted once, decayed once,
   and saves vocab*n_embd parameters (38.6M of GPT-2 124M's).
