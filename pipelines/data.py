@@ -149,6 +149,7 @@ def _normalize(rec: SourceRecord, cfg: dict[str, Any], stats: dict[str, int]) ->
         kind = "missing (null)" if text is None else f"a {type(text).__name__}"
         raise DataStageError(f"{rec.where}: field {cfg['text_field']!r} must be a string, got {kind}")
     text, n = repair_surrogates(text)
+    n += rec.repairs
     if n:
         stats["repaired_documents"] += 1
         stats["replaced_characters"] += n

@@ -50,52 +50,61 @@ def _check_fields(path: Path, row: dict, text_field: str, id_field: str, metadat
         raise SourceError(f"{path}: missing column {missing[0]!r} (columns: {', '.join(map(str, row))})")
 
 
-def _datasets_rows(path: Path) -> Iterator[dict]:
+def _datasets_rows(path: Path) -> Iterator[tuple[dict, int]]:
     from datasets import load_dataset
 
     builder = BUILDERS[path.suffix.lower()]
     kwargs = {"encoding_errors": ReplacementCounter.name} if builder == "text" else {}
     ds = load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
-    yield from ds
+    for row in ds:
+        yield row, 0
 
 
-def _python_json_rows(path: Path, skip: int) -> Iterator[dict]:
+def _python_json_rows(path: Path, skip: int) -> Iterator[tuple[dict, int]]:
     with open(path, "rb") as f:
         row = 0
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             if row >= skip:
-                line, _ = decode_bytes(raw)
+                line, repairs = decode_bytes(raw)
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise SourceError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
                 if not isinstance(obj, dict):
                     raise SourceError(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield obj
+                yield obj, repairs
             row += 1
 
 
 def iter_file(path: Path, text_field: str, id_field: str, metadata_fields: list[str]) -> Iterator[SourceRecord]:
     emitted = 0
-    rows: Iterator[dict] = _datasets_rows(path)
+    builder = BUILDERS[path.suffix.lower()]
+    replaced_before = ReplacementCounter.count
+    rows: Iterator[tuple[dict, int]] = _datasets_rows(path)
     checked = False
     while True:
         try:
-            row = next(rows)
+            row, repairs = next(rows)
         except StopIteration:
             return
         except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError; unreadable files raise OSError
-            if BUILDERS[path.suffix.lower()] == "json" and not isinstance(exc, (FileNotFoundError, PermissionError)):
+            if builder == "json" and not isinstance(exc, (FileNotFoundError, PermissionError)):
                 rows = _python_json_rows(path, skip=emitted)  # lone surrogates / bad bytes: Python's json copes
                 continue
             raise SourceError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
         if not checked:
             _check_fields(path, row, text_field, id_field, metadata_fields)
             checked = True
+        text = row.get(text_field)
+        # The text reader decodes whole blocks, so which line held the invalid bytes is lost; when the
+        # file had any, the U+FFFD in a line are its repairs (a genuine U+FFFD there is counted too).
+        if builder == "text" and ReplacementCounter.count != replaced_before and isinstance(text, str):
+            repairs += text.count("\ufffd")
         yield SourceRecord(
-            text=row.get(text_field),
+            text=text,
+            repairs=repairs,
             id=row.get(id_field) if id_field else f"{path.name}:{emitted}",
             where=f"{path} row {emitted}",
             metadata={k: row.get(k) for k in metadata_fields},

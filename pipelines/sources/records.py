@@ -27,6 +27,7 @@ class SourceRecord:
     id: Any                      # the source's id field, or a made-up stable one ("a.jsonl:12")
     where: str                   # "data/a.jsonl row 12": names the record in error messages
     metadata: dict[str, Any] = field(default_factory=dict)
+    repairs: int = 0             # U+FFFD the source already put in for invalid bytes (counted, not re-done)
 
 
 class SourceError(ValueError):
