@@ -3,8 +3,9 @@
 Only rank 0 of a distributed job creates a RunLogger. Every record is one JSON object per line in
 metrics.jsonl, tagged with its kind ("train", "val", "hellaswag", "sample", "summary") and the step, so
 the file is trivially greppable and plottable, and survives a crash line by line. When a run resumes
-at step s, records from steps >= s (written after the checkpoint, then lost with the crash) are
-dropped first, so the file tells one consistent story.
+at step s, records of steps > s (written after the checkpoint, then lost with the crash) are
+dropped first (a record's step counts completed steps, like the checkpoint's), so the file tells one
+consistent story.
 """
 
 from __future__ import annotations
@@ -60,10 +61,8 @@ class RunLogger:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the crash
-            if rec.get("type") == "train" and rec.get("step", 0) >= step:
-                continue
-            if rec.get("type") != "train" and rec.get("step", 0) > step:
-                continue
+            if rec.get("step", 0) > step or rec.get("type") == "summary":
+                continue  # logged after the checkpoint: those steps are about to be redone
             kept.append(line)
         tmp = self.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
