@@ -20,8 +20,9 @@ Why it is fast enough in pure Python
    else in the corpus changes, so nothing else is recounted.
 3. An index pair -> words. Each pair knows the set of words it occurs in, so a merge visits only
    those words, not all of them. The index is lazy: a word is never removed from a set when the
-   pair disappears from it; visiting it costs one scan that finds nothing. (As in HF, the set
-   travels inside the pair's heap entry instead of living in a separate dict.)
+   pair disappears from it; visiting it costs one scan that finds nothing. (HF keeps each set
+   inside the pair's heap entry; here it lives in a dict so that heap entries can be plain ints.
+   A pair has one entry at a time, so the two layouts behave the same.)
 4. A max-heap with lazy refresh. Finding the best pair by scanning all counts would be
    O(#pairs) per merge. Instead a heap holds (count, pair) entries, pushed when a pair is first
    seen. Counts change afterwards, so an entry may be stale: pop the top; if its stored count
@@ -199,7 +200,7 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
         created: dict[int, set[int]] = {}
         new_shifted = new << SHIFT
         b_shifted = b << SHIFT
-        for i in where.pop(key):
+        for i in where.pop(key, ()):
             word = words[i]
             if a not in word:  # the lazy index: this word lost the pair in an earlier merge
                 continue
