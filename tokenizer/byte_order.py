@@ -39,13 +39,21 @@ def bytes_to_unicode_str(token: bytes) -> str:
     return "".join(BYTE_TO_UNICODE[b] for b in token)
 
 
+# str.translate table for the inverse: alphabet characters become the latin-1 character of their
+# byte (so .encode("latin-1") yields the bytes in one C call); the 68 characters below 256 that
+# are *not* in the alphabet become U+FFFF, which latin-1 cannot encode, so they are caught too.
+_TO_LATIN1 = {ord(c): chr(b) for c, b in UNICODE_TO_BYTE.items()}
+_TO_LATIN1.update({b: "\uffff" for b in OTHER_BYTES})
+
+
 def unicode_str_to_bytes(text: str, *, where: str = "vocabulary") -> bytes:
     """Inverse of bytes_to_unicode_str; a character outside the alphabet is a corrupt file."""
     try:
-        return bytes(UNICODE_TO_BYTE[c] for c in text)
-    except KeyError as err:
+        return text.translate(_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(c for c in text if c not in UNICODE_TO_BYTE)
         raise ValueError(
-            f"{where}: token {text!r} contains {err.args[0]!r}, which is not in GPT-2's byte alphabet"
+            f"{where}: token {text!r} contains {bad!r}, which is not in GPT-2's byte alphabet"
         ) from None
 
 

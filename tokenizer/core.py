@@ -155,11 +155,14 @@ class Tokenizer:
     def _validate_merges(merges: Sequence[tuple[bytes, bytes]], ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
         out = []
         for i, pair in enumerate(merges):
-            if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-                    or not all(isinstance(p, bytes) for p in pair)):
-                raise TypeError(f"merges[{i}] must be a pair of bytes, not {pair!r}")
-            a, b = pair
-            if a not in ranks or b not in ranks or a + b not in ranks:
+            try:
+                a, b = pair
+                ok = type(a) is bytes and type(b) is bytes and a in ranks and b in ranks and a + b in ranks
+            except (TypeError, ValueError):
+                raise TypeError(f"merges[{i}] must be a pair of bytes, not {pair!r}") from None
+            if not ok:
+                if not (isinstance(a, bytes) and isinstance(b, bytes)):
+                    raise TypeError(f"merges[{i}] must be a pair of bytes, not {pair!r}")
                 raise ValueError(f"merges[{i}] = {pair!r}: both parts and their concatenation must be tokens")
             out.append((a, b))
         return out
