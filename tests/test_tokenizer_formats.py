@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tokenizer import Tokenizer, TokenizerFileError
 from tokenizer.formats import read_gpt2_files
@@ -219,3 +221,22 @@ def test_gpt2_files_are_cross_checked(gpt2_files, tmp_path):
     bad_json.write_text(encoder_json.read_text(encoding="utf-8")[:1000], encoding="utf-8")
     with pytest.raises(TokenizerFileError, match="encoder.json"):
         Tokenizer.from_gpt2_files(bad_json, vocab_bpe)
+
+
+@pytest.fixture(scope="module")
+def hf_pair(gpt2_tok, regex_tok, tmp_path_factory):
+    import tokenizers
+
+    out = []
+    for tok in (gpt2_tok, regex_tok):
+        directory = tok.save_hf(tmp_path_factory.mktemp("hf"))
+        out.append((tok, tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))))
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=40))
+def test_hf_matches_on_arbitrary_text(hf_pair, text):
+    # HF always treats added (special) tokens as special: compare with allowed_special="all".
+    for tok, hf in hf_pair:
+        assert hf.encode(text).ids == tok.encode(text, allowed_special="all")
