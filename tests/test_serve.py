@@ -20,6 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode, checks
 
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_TO_ID
@@ -403,3 +406,51 @@ def test_sigterm_shuts_down_cleanly(gpt2_files, workers):
         assert time.monotonic() - t0 < 10
         _, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, f"worker processes left behind: {alive}"
+
+
+# ---- schema-driven fuzzing ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_schema(service):
+    """The service's own OpenAPI document, as schemathesis sees it (fetched over HTTP)."""
+    return schemathesis.openapi.from_url(service.url + "/openapi.json")
+
+
+def _fuzz_checks():
+    # positive_data_acceptance is left out on purpose: schema-valid input can still be refused with
+    # 422 for facts a JSON schema cannot state (decode errors="strict" on ids that are not UTF-8).
+    return [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+        checks.negative_data_rejection,
+    ]
+
+
+def test_schema_fuzzing_finds_no_server_errors(api_schema, service):
+    """Every operation, schema-valid and schema-violating bodies (schemathesis + hypothesis, bounded and
+    derandomised): never a 5xx, only documented status codes, responses matching their schema, and
+    schema-violating input refused with a 4xx."""
+    checks = _fuzz_checks()
+    operations = [op.ok() for op in api_schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/encode", "/v1/decode", "/v1/count", "/v1/info", "/healthz"}
+    n_cases = 0
+    for operation in operations:
+        # A GET without parameters has nothing that could violate the schema: positive cases only.
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if operation.method.upper() == "POST" else [])
+        for mode in modes:
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            )
+            def run(case):
+                nonlocal n_cases
+                n_cases += 1
+                case.call_and_validate(base_url=service.url, checks=checks)
+
+            run()
+    assert n_cases >= 3 * 2 * 10  # the POST operations got real examples in both modes
+    assert worker_processes(service) == service.initial_workers

@@ -50,7 +50,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 API_VERSION = "v1"
@@ -278,6 +278,14 @@ class ResponseHeader:
 SpecialSet = list[str] | Literal["all"]
 
 
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON has one number type and JSON Schema counts 5.0 as an integer (some encoders write ints of
+    a double that way), so an integral float is an id; 5.5, "5" and true stay errors (strict int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
     """Build the FastAPI app serving `tok` (a tokenizer.Tokenizer). Limits come from `settings`."""
     max_body_bytes = settings.max_body_bytes if settings else DEFAULT_MAX_BODY_BYTES
@@ -293,14 +301,14 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
     special_name_schema: dict[str, Any] = (
         {
             "anyOf": [
-                {"type": "array", "items": {"type": "string", "enum": sorted(special_names)}, "uniqueItems": True},
+                {"type": "array", "items": {"type": "string", "enum": sorted(special_names)}},
                 {"type": "string", "enum": ["all"]},
             ]
         }
         if special_names
         else {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "string", "enum": ["all"]}]}
     )
-    TokenId = Annotated[int, Field(ge=0, lt=tok.n_vocab)]
+    TokenId = Annotated[int, Field(ge=0, lt=tok.n_vocab), BeforeValidator(_integral_float_to_int)]
 
     class EncodeRequest(BaseModel):
         model_config = ConfigDict(
