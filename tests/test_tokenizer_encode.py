@@ -345,3 +345,27 @@ def test_pickle_round_trip(tok):
 
     clone = pickle.loads(pickle.dumps(tok))
     assert clone.fingerprint == tok.fingerprint and clone.encode("hello world") == [31373, 995]
+
+
+def test_split_balanced_covers_everything_in_order():
+    from tokenizer.parallel import split_balanced
+
+    texts = ["x" * n for n in [5, 1, 1, 30, 2, 2, 2, 9, 0, 4]]
+    for n_chunks in [1, 2, 3, 8, 20]:
+        ranges = split_balanced(texts, n_chunks)
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(texts)
+        assert all(a < b for a, b in ranges) and all(r[1] == s[0] for r, s in zip(ranges, ranges[1:]))
+    assert split_balanced([], 4) == []
+
+
+def test_encode_batch_with_spawn(monkeypatch):
+    # Where fork is unavailable (macOS default, Windows) the tokenizer travels pickled.
+    from tokenizer import parallel
+
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks.update({b"ab": 256, b"abab": 257})
+    tok = Tokenizer(ranks, {"<|endoftext|>": 258})
+    monkeypatch.setattr(parallel.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    texts = ["abab ab", "ba<|endoftext|>", "", "abc"] * 3
+    expected = [tok.encode(t, allowed_special="all") for t in texts]
+    assert parallel.encode_batch(tok, texts, 2, allowed_special="all", min_parallel_chars=0) == expected

@@ -4,8 +4,9 @@ Python threads cannot run BPE in parallel (the GIL), so we use processes. Three 
 overhead small:
   - fork (where available) hands every worker the tokenizer *and its warm caches* for free; with
     spawn the tokenizer is pickled once per worker (definition only, see Tokenizer.__reduce__);
-  - texts travel in a few large chunks (contiguous ranges of about equal character count, a few
-    per worker for load balancing), not one message per text;
+  - work goes out in a few large chunks (contiguous ranges of about equal character count, a few
+    per worker for load balancing), not one message per text; with fork the texts themselves are
+    inherited too, so a chunk is sent as just (start, stop) indices;
   - ids come back as one packed array of uint32 per chunk plus document lengths, which pickles
     as a single bytes blob instead of one Python int object per token.
 Small inputs are encoded in-process: starting workers costs more than it saves.
@@ -28,6 +29,7 @@ MIN_PARALLEL_CHARS = 1_000_000
 CHUNKS_PER_WORKER = 4
 
 _worker_tokenizer: Tokenizer | None = None
+_worker_texts: list[str] | None = None  # set only while a forked pool runs
 
 
 def _init_worker(tok: Tokenizer | None) -> None:
@@ -36,32 +38,33 @@ def _init_worker(tok: Tokenizer | None) -> None:
         _worker_tokenizer = tok
 
 
-def _encode_chunk(args: tuple[list[str], object, object]) -> tuple[bytes, bytes]:
+def _encode_chunk(args: tuple[list[str] | tuple[int, int], object, object]) -> tuple[bytes, bytes]:
     texts, allowed, disallowed = args
-    tok = _worker_tokenizer
+    if isinstance(texts, tuple):  # fork: (start, stop) into the inherited list
+        texts = _worker_texts[texts[0] : texts[1]]
+    encode = _worker_tokenizer.encode
     flat = array("I")
     lengths = array("Q")
     for text in texts:
-        ids = tok.encode(text, allowed_special=allowed, disallowed_special=disallowed)
+        ids = encode(text, allowed_special=allowed, disallowed_special=disallowed)
         flat.extend(ids)
         lengths.append(len(ids))
     return flat.tobytes(), lengths.tobytes()
 
 
-def split_balanced(texts: list[str], n_chunks: int) -> list[list[str]]:
-    """Contiguous runs of texts with roughly equal total characters (order is preserved)."""
+def split_balanced(texts: list[str], n_chunks: int) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) ranges of texts with roughly equal total characters, in order."""
     total = sum(map(len, texts))
     target = max(1, total // max(1, n_chunks))
-    chunks, current, size = [], [], 0
-    for text in texts:
-        current.append(text)
+    ranges, start, size = [], 0, 0
+    for i, text in enumerate(texts):
         size += len(text)
         if size >= target:
-            chunks.append(current)
-            current, size = [], 0
-    if current:
-        chunks.append(current)
-    return chunks
+            ranges.append((start, i + 1))
+            start, size = i + 1, 0
+    if start < len(texts):
+        ranges.append((start, len(texts)))
+    return ranges
 
 
 def encode_batch(
@@ -73,7 +76,7 @@ def encode_batch(
     disallowed_special: str | Collection[str] = "all",
     min_parallel_chars: int = MIN_PARALLEL_CHARS,
 ) -> list[list[int]]:
-    global _worker_tokenizer
+    global _worker_tokenizer, _worker_texts
     if isinstance(texts, str):
         raise TypeError("encode_batch() argument 'texts' must be a list of str, not a single str")
     texts = list(texts)
@@ -88,17 +91,20 @@ def encode_batch(
         return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
                 for t in texts]
 
-    chunks = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
+    ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     use_fork = ctx.get_start_method() == "fork"
-    _worker_tokenizer = tok  # inherited by forked workers
+    if use_fork:
+        _worker_tokenizer, _worker_texts = tok, texts  # inherited by the forked workers
+        jobs = [(r, allowed_special, disallowed_special) for r in ranges]
+    else:
+        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
     try:
         with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
-            results = pool.map(_encode_chunk, [(c, allowed_special, disallowed_special) for c in chunks],
-                               chunksize=1)
+            results = pool.map(_encode_chunk, jobs, chunksize=1)
     finally:
-        _worker_tokenizer = None
+        _worker_tokenizer = _worker_texts = None
     out: list[list[int]] = []
     for flat_bytes, length_bytes in results:
         flat = array("I")
