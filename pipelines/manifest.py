@@ -40,18 +40,26 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Temporary name + os.replace: readers see the old file or the new one, never half of one.
+
+    The rename alone survives kill -9 (the page cache outlives the process); `durable` adds an
+    fsync so that it also survives a power cut. Frequent progress files skip it: their content
+    is re-checked (sizes, sha256) before a resume trusts it.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+def write_json_atomic(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -68,9 +68,9 @@ def _write_stream(path: Path, batch: pa.RecordBatch) -> None:
         writer.write_batch(batch)
 
 
-def _replace_durably(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+def _publish(tmp: Path, final: Path) -> None:
+    """Give a finished file its final name. No fsync: a rename survives kill -9, and a resume
+    re-checks the sha256 of every shard it keeps, which also catches a file torn by a power cut."""
     os.replace(tmp, final)
 
 
@@ -141,7 +141,7 @@ class ShardWriter:
             index_tmp = index_final.with_name(index_final.name + ".tmp")
             index = pa.record_batch({"id": pa.array(ids, pa.string()), "start": pa.array(starts, pa.uint64())})
             _write_stream(index_tmp, index)
-            _replace_durably(index_tmp, index_final)   # index first: a shard file never lacks its index
+            _publish(index_tmp, index_final)   # index first: a shard file never lacks its index
             entry["index"] = index_final.name
             entry["index_bytes"] = index_final.stat().st_size
             entry["index_sha256"] = sha256_file(index_final)
@@ -150,7 +150,7 @@ class ShardWriter:
             values = pa.array(tokens, type=_arrow_type(self.dtype))
             input_ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
             _write_stream(tmp, pa.record_batch({"input_ids": input_ids, "id": pa.array(ids, pa.string())}))
-        _replace_durably(tmp, final)
+        _publish(tmp, final)
         entry.update({"tokens": int(len(tokens)), "documents": documents, "pieces": len(ids),
                       "bytes": final.stat().st_size, "sha256": sha256_file(final), "resume": resume})
         self.next_index += 1

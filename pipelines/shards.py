@@ -156,10 +156,11 @@ def _ordered_results(pool, tasks: list[tuple[int, int]], start: int, split: str,
         next_task += 1
     while pending:
         t, result = pending.popleft()
+        value = result.get()
         if next_task < len(tasks):
             pending.append((next_task, pool.apply_async(encode_task, (tasks[next_task], split))))
             next_task += 1
-        yield t, result.get()
+        yield t, value
 
 
 # ------------------------------------------------------------------------------------------ stage
@@ -186,16 +187,29 @@ def stage_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def _progress_ok(progress: dict[str, Any], out_dir: Path, fp: str) -> bool:
-    if progress.get("fingerprint") != fp:
-        return False
-    for split in progress["splits"].values():
-        for e in split["shards"]:
-            if not (out_dir / e["path"]).is_file() or (out_dir / e["path"]).stat().st_size != e["bytes"]:
-                return False
-            if "index" in e and not (out_dir / e["index"]).is_file():
-                return False
+def _intact(out_dir: Path, entry: dict[str, Any]) -> bool:
+    """A finished shard (and its index) still has the size and sha256 recorded when it was written."""
+    pairs = [(entry["path"], entry["bytes"], entry["sha256"])]
+    if "index" in entry:
+        pairs.append((entry["index"], entry["index_bytes"], entry["index_sha256"]))
+    for rel, size, digest in pairs:
+        p = out_dir / rel
+        if not p.is_file() or p.stat().st_size != size or mf.sha256_file(p) != digest:
+            return False
     return True
+
+
+def _restore(progress: dict[str, Any], out_dir: Path) -> None:
+    """Keep each split's longest prefix of intact shards; resume after the last of them."""
+    for state in progress["splits"].values():
+        good = []
+        for entry in state["shards"]:
+            if not _intact(out_dir, entry):
+                break
+            good.append(entry)
+        state["shards"] = good
+        state["done"] = bool(good) and good[-1]["resume"] is None   # a split's last shard has no resume point
+        state["stats"] = {"skipped_empty": good[-1]["skipped_empty"] if good else 0}
 
 
 def _clean(out_dir: Path) -> None:
@@ -235,8 +249,10 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
             progress = mf.read_json(progress_path)
         except (OSError, ValueError):
             progress = None
-        if progress is not None and not _progress_ok(progress, out_dir, fp):
+        if progress is not None and progress.get("fingerprint") != fp:
             progress = None
+        if progress is not None:
+            _restore(progress, out_dir)
     if progress is None:
         _clean(out_dir)
         progress = {"fingerprint": fp, "splits": {}}
@@ -295,11 +311,12 @@ def _encode_split(split, state, progress, progress_path, pool, tasks, workers, o
     stats = state["stats"]
 
     def on_shard(entry: dict[str, Any]) -> None:
+        entry["skipped_empty"] = stats["skipped_empty"]   # counted up to the resume point (all, in the last)
         state["shards"].append(entry)
-        state["stats"] = dict(stats)   # counters as of the resume point
-        mf.write_json_atomic(progress_path, progress)
+        mf.write_json_atomic(progress_path, progress, durable=False)
 
     resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
+    stats["skipped_empty"] = state["shards"][-1]["skipped_empty"] if state["shards"] else 0
     start_position = tuple(resume["position"])
     writer = ShardWriter(out_dir, split, cfg["format"], cfg["shard_tokens"], dtype, eot_id,
                          next_index=len(state["shards"]), on_shard=on_shard)
@@ -319,7 +336,7 @@ def _encode_split(split, state, progress, progress_path, pool, tasks, workers, o
     writer.close()
     state["done"] = True
     state["stats"] = dict(stats)
-    mf.write_json_atomic(progress_path, progress)
+    mf.write_json_atomic(progress_path, progress, durable=False)
 
 
 def _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_path, tok_manifest, vocab_size,
@@ -327,7 +344,8 @@ def _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_pa
     split_info: dict[str, Any] = {}
     outputs = []
     for split in splits:
-        entries = [{k: v for k, v in e.items() if k != "resume"} for e in progress["splits"][split]["shards"]]
+        entries = [{k: v for k, v in e.items() if k not in ("resume", "skipped_empty")}
+                   for e in progress["splits"][split]["shards"]]
         split_info[split] = {
             "tokens": sum(e["tokens"] for e in entries),
             "documents": sum(e["documents"] for e in entries),
