@@ -147,18 +147,21 @@ def train_bpe_from_counts(
 
 
 def _merge_loop(words, freqs, vocab, vocab_size, progress):
-    # Initial pair counts, and the index: pair -> set of (indices of) words it occurs in.
+    # Initial pair counts, and the index: pair -> list of (indices of) words it occurs in.
+    # Lists, not sets: most pairs occur in one or two words, and a small list costs a quarter of
+    # a small set. Words are visited in order, so a repeat of the same word is always the last
+    # element and `seen[-1] != i` keeps the lists free of duplicates.
     pair_counts: dict[int, int] = {}
-    where: dict[int, set[int]] = {}
+    where: dict[int, list[int]] = {}
     for i, word in enumerate(words):
         f = freqs[i]
         for key in [x << SHIFT | y for x, y in zip(word, word[1:])]:
             pair_counts[key] = pair_counts.get(key, 0) + f
             seen = where.get(key)
             if seen is None:
-                where[key] = {i}
-            else:
-                seen.add(i)
+                where[key] = [i]
+            elif seen[-1] != i:
+                seen.append(i)
     # The heap holds plain ints, key - count * PRIORITY: heapq is a min-heap, so the highest count
     # pops first, and on equal counts the smaller packed pair (the tie rule). One int per entry
     # makes every heap comparison a single int comparison instead of a tuple walk.
@@ -197,48 +200,64 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
         # Rewrite every occurrence of (a, b) in the pair's words, left to right without overlap,
         # and collect where the new pairs (p, new) and (new, q) appeared. Like HF, the merged
         # pair's own count is left as it is: its entry and its word set are used up.
-        created: dict[int, set[int]] = {}
+        # Every pair a merge adds contains `new`, which occurs in no word yet, so new pairs are
+        # counted locally: created[pair] = [count, word, word, ...], added to the tables at the end.
+        created: dict[int, list[int]] = {}
         new_shifted = new << SHIFT
         b_shifted = b << SHIFT
+        used_per_match = 2 if a == b else 1  # how many a's one rewrite consumes
         for i in where.pop(key, ()):
             word = words[i]
-            if a not in word:  # the lazy index: this word lost the pair in an earlier merge
+            n_a = word.count(a)  # a's left to look at; the C-level scans replace a Python loop
+            if not n_a:  # the lazy index: this word lost the pair in an earlier merge
                 continue
             f = freqs[i]
-            j = word.index(a)
             last = len(word) - 1
-            while j < last:
-                if word[j] == a and word[j + 1] == b:
-                    if j:
-                        p = word[j - 1] << SHIFT
-                        pair_counts[p | a] -= f
-                        k = p | new
-                        pair_counts[k] = pair_counts.get(k, 0) + f
-                        seen = created.get(k)
-                        if seen is None:
-                            created[k] = {i}
+            j = word.index(a)
+            while True:
+                if j < last and word[j + 1] == b:
+                    if j:  # left neighbour p: (p, a) loses, (p, new) gains
+                        p = word[j - 1]
+                        if p == new:  # "a b a b": the previous rewrite is the neighbour
+                            created[new_shifted | a][0] -= f
                         else:
-                            seen.add(i)
-                    if j < last - 1:
+                            pair_counts[p << SHIFT | a] -= f
+                        k = p << SHIFT | new
+                        entry = created.get(k)
+                        if entry is None:
+                            created[k] = [f, i]
+                        else:
+                            entry[0] += f
+                            if entry[-1] != i:
+                                entry.append(i)
+                    if j < last - 1:  # right neighbour q: (b, q) loses, (new, q) gains
                         q = word[j + 2]
                         pair_counts[b_shifted | q] -= f
                         k = new_shifted | q
-                        pair_counts[k] = pair_counts.get(k, 0) + f
-                        seen = created.get(k)
-                        if seen is None:
-                            created[k] = {i}
+                        entry = created.get(k)
+                        if entry is None:
+                            created[k] = [f, i]
                         else:
-                            seen.add(i)
+                            entry[0] += f
+                            if entry[-1] != i:
+                                entry.append(i)
                     word[j] = new
                     del word[j + 1]
                     last -= 1
-                j += 1
-        # New pairs enter the index and the heap with their full count.
-        for k, words_with in created.items():
-            count = pair_counts[k]
+                    n_a -= used_per_match
+                else:
+                    n_a -= 1
+                if not n_a:
+                    break
+                j = word.index(a, j + 1)
+        # New pairs enter the counts, the index and the heap (with their full count).
+        for k, entry in created.items():
+            count = entry[0] + pair_counts.get(k, 0)
+            pair_counts[k] = count
             if count > 0:
+                del entry[0]  # what is left is the pair's word list
                 old = where.get(k)
-                where[k] = words_with if old is None else old | words_with
+                where[k] = entry if old is None else old + entry
                 heappush(heap, k - count * PRIORITY)
     if bar is not None:
         bar.close()
