@@ -100,20 +100,20 @@ def encode_batch(
         jobs = [(r, allowed_special, disallowed_special) for r in ranges]
     else:
         jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
+    out: list[list[int]] = []
     try:
         with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
-            results = pool.map(_encode_chunk, jobs, chunksize=1)
+            # imap (ordered): unpack chunk i while the workers are still encoding later chunks.
+            for flat_bytes, length_bytes in pool.imap(_encode_chunk, jobs, chunksize=1):
+                flat = array("I")
+                flat.frombytes(flat_bytes)
+                lengths = array("Q")
+                lengths.frombytes(length_bytes)
+                ids = flat.tolist()
+                pos = 0
+                for n in lengths:
+                    out.append(ids[pos : pos + n])
+                    pos += n
     finally:
         _worker_tokenizer = _worker_texts = None
-    out: list[list[int]] = []
-    for flat_bytes, length_bytes in results:
-        flat = array("I")
-        flat.frombytes(flat_bytes)
-        lengths = array("Q")
-        lengths.frombytes(length_bytes)
-        ids = flat.tolist()
-        pos = 0
-        for n in lengths:
-            out.append(ids[pos : pos + n])
-            pos += n
     return out
