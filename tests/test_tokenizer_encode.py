@@ -369,3 +369,19 @@ def test_encode_batch_with_spawn(monkeypatch):
     texts = ["abab ab", "ba<|endoftext|>", "", "abc"] * 3
     expected = [tok.encode(t, allowed_special="all") for t in texts]
     assert parallel.encode_batch(tok, texts, 2, allowed_special="all", min_parallel_chars=0) == expected
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(["<|endoftext|>", "<|endoftext", "|>", "<|", " ", "\n\n", "word", " x", "1",
+                                 "'s", "中", "\ud800"]), max_size=20).map("".join))
+def test_specials_inside_random_text(tok, tiktoken_gpt2, text):
+    assert tok.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert tok.encode(text, disallowed_special=()) == tiktoken_gpt2.encode(text, disallowed_special=())
+
+
+def test_decode_accepts_numpy_ids(tok):
+    import numpy as np
+
+    ids = tok.encode("hello world")
+    assert tok.decode(np.array(ids, dtype=np.uint16)) == "hello world"
+    assert tok.decode(np.array(ids, dtype=np.int64)) == "hello world"
