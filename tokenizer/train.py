@@ -18,11 +18,11 @@ Why it is fast enough in pure Python
    changes counts around each occurrence it rewrites: in  ... p a b q ...  the pairs (p, a) and
    (b, q) lose one occurrence times the word's frequency and (p, n) and (n, q) gain one. Nothing
    else in the corpus changes, so nothing else is recounted.
-3. An index pair -> words. Each pair knows the set of words it occurs in, so a merge visits only
-   those words, not all of them. The index is lazy: a word is never removed from a set when the
-   pair disappears from it; visiting it costs one scan that finds nothing. (HF keeps each set
-   inside the pair's heap entry; here it lives in a dict so that heap entries can be plain ints.
-   A pair has one entry at a time, so the two layouts behave the same.)
+3. An index pair -> words. Each pair knows the words it occurs in, so a merge visits only those
+   words, not all of them. The index is lazy: a word is never removed from a pair's list when the
+   pair disappears from it; visiting it costs one scan that finds nothing. (HF keeps each word
+   set inside the pair's heap entry; here it lives in a dict so that heap entries can be plain
+   ints. A pair has one entry at a time, so the two layouts behave the same.)
 4. A max-heap with lazy refresh. Finding the best pair by scanning all counts would be
    O(#pairs) per merge. Instead a heap holds (count, pair) entries, pushed when a pair is first
    seen. Counts change afterwards, so an entry may be stale: pop the top; if its stored count
@@ -197,9 +197,9 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
                 bar.update(1)
         merged_keys.append(key)
 
-        # Rewrite every occurrence of (a, b) in the pair's words, left to right without overlap,
-        # and collect where the new pairs (p, new) and (new, q) appeared. Like HF, the merged
-        # pair's own count is left as it is: its entry and its word set are used up.
+        # Rewrite every occurrence of (a, b) in the pair's words, left to right without overlap
+        # (as HF does: "a a a" -> "aa a"), and update the counts of the neighbouring pairs. Like
+        # HF, the merged pair's own count is left as it is: its heap entry and word list are used up.
         # Every pair a merge adds contains `new`, which occurs in no word yet, so new pairs are
         # counted locally: created[pair] = [count, word, word, ...], added to the tables at the end.
         created: dict[int, list[int]] = {}
@@ -218,7 +218,7 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
                 if j < last and word[j + 1] == b:
                     if j:  # left neighbour p: (p, a) loses, (p, new) gains
                         p = word[j - 1]
-                        if p == new:  # "a b a b": the previous rewrite is the neighbour
+                        if p == new and new_shifted | a in created:  # "a b a b": the previous rewrite
                             created[new_shifted | a][0] -= f
                         else:
                             pair_counts[p << SHIFT | a] -= f
