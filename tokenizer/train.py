@@ -182,8 +182,11 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
         key = entry & KEY_MASK
         live = pair_counts[key]
         if entry != key - live * PRIORITY:  # stale entry: refresh and try again (lazy refresh)
-            if live > 0:  # (a pair whose count fell to 0 never comes back: drop it)
+            if live > 0:
                 heappush(heap, key - live * PRIORITY)
+            else:  # a pair whose count fell to 0 never comes back: forget it
+                del pair_counts[key]
+                where.pop(key, None)
             continue
         a = key >> SHIFT
         b = key & MASK
