@@ -204,6 +204,20 @@ def test_parallel_counting_equals_in_process(stress_texts):
     assert sum(serial.values()) > 10_000
 
 
+def test_documents_are_streamed_not_collected():
+    """The iterable is read lazily: a bad document stops the run before later ones are even read."""
+    pulled = []
+
+    def documents():
+        for i in range(1000):
+            pulled.append(i)
+            yield None if i == 5 else "some text " * 10
+
+    with pytest.raises(TypeError, match=r"texts\[5\]"):
+        count_pretokens(documents(), workers=2, chunk_chars=64)
+    assert max(pulled) == 5
+
+
 def test_max_chars_per_doc_truncates_each_document(stress_texts):
     capped = train_bpe(stress_texts, 400, max_chars_per_doc=50, workers=1, progress=False)
     truncated = train_bpe([t[:50] for t in stress_texts], 400, workers=1, progress=False)
