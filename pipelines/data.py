@@ -36,8 +36,8 @@ PROGRESS = "_progress.json"
 PART_PATTERN = "part-{:05d}.parquet"
 # A parquet row group is the unit of work of the shards stage (one task per row group), so keep it
 # small enough to spread over worker processes and to bound memory, big enough to compress well.
-ROW_GROUP_ROWS = 512
-ROW_GROUP_CHARS = 4_000_000
+ROW_GROUP_ROWS = 256
+ROW_GROUP_CHARS = 2_000_000
 
 
 class DataStageError(ValueError):

@@ -95,10 +95,10 @@ class SplitRule:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_path: str, files: list[str], rule: SplitRule, dtype: str) -> None:
-    from tokenizer import Tokenizer  # in the worker: the main process never needs the tokenizer's caches
-
-    _worker.update(tok=Tokenizer.load(tokenizer_path), files=files, rule=rule, files_open={},
+def _init_worker(tok, files: list[str], rule: SplitRule, dtype: str) -> None:
+    """Per-process state. With fork the tokenizer is inherited from the parent, already built;
+    with spawn it arrives pickled (its definition only, Tokenizer.__reduce__)."""
+    _worker.update(tok=tok, files=files, rule=rule, files_open={},
                    typecode="H" if np.dtype(dtype) == np.uint16 else "I")
 
 
@@ -125,13 +125,13 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
     rows = [i for i, d in enumerate(ids) if rule.is_val(d) == want_val] if rule.has_val else list(range(len(ids)))
     if not rows:  # nothing for this split here: the text column is never decompressed
         return [], [], b"", b""
-    texts = pf.read_row_group(row_group, columns=["text"]).column("text")
+    texts = pf.read_row_group(row_group, columns=["text"]).column("text").to_pylist()
     tok = _worker["tok"]
     eot = tok.eot_id
     flat = array(_worker["typecode"])
     lengths = array("Q")
     for r in rows:
-        text = texts[r].as_py()
+        text = texts[r]
         if not isinstance(text, str) or not text.strip():
             lengths.append(0)   # the data stage already skips these; raw files from elsewhere may not
             continue
@@ -267,7 +267,12 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         rule = SplitRule(val_ids=select_val_ids(files, cfg["val_documents"]))
     splits = [s for s in SPLITS if s == "train" or rule.has_val]
 
-    init_args = (str(tokenizer_path), [str(p) for p in files], rule, dtype.str)
+    from tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_path)
+    if tok.fingerprint != inputs["tokenizer_fingerprint"]:
+        raise ShardsStageError(f"{tokenizer_path} does not match its manifest's fingerprint: rerun `make tokenizer`")
+    init_args = (tok, [str(p) for p in files], rule, dtype.str)
     pool = None
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
