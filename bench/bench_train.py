@@ -1,6 +1,7 @@
 """Benchmark: BPE training time and peak memory, ours (pure Python) against HF tokenizers (Rust).
 
-    python -m bench.bench_train [--vocab-sizes 4096 16384] [--repeats 3] [--stream-copies 4] [--no-write]
+    python -m bench.bench_train [--vocab-sizes 4096 16384] [--repeats 3] [--stream-copies 4]
+                                [--no-many-words] [--no-write]
 
 Both trainers learn from the same text (the embedded python-docs corpus, ~2 MB), at each vocabulary
 size, in the same run. Every measurement is a fresh subprocess, so that peak RSS (ru_maxrss) belongs
@@ -8,9 +9,11 @@ to one trainer alone; the two trainers alternate and the best of `--repeats` wal
 Ours uses its default, all cores for pre-tokenisation (worker processes); HF uses all cores too
 (rayon threads). The merges of both are hashed and compared: the table says whether they agree.
 
-The last row streams the corpus `--stream-copies` times through each trainer (a generator, the
+The next row streams the corpus `--stream-copies` times through each trainer (a generator, the
 list is held once): since our trainer keeps only the table of distinct pre-tokens, its peak memory
-should not grow with the amount of text.
+should not grow with the amount of text. The last row is a harder case: a deterministic
+synthetic corpus with ~10x more distinct pre-tokens than python-docs (random letter strings drawn
+from a Zipf-like distribution), where the merge loop, not the regex, dominates.
 Results go to BENCHMARKS.md, section "tokenizer-train".
 """
 
@@ -27,6 +30,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def many_words_corpus(n_docs: int = 2000, seed: int = 5) -> list[str]:
+    """~4 MB of random lowercase "words" (a 300k-word lexicon, half Zipf-distributed, half uniform)."""
+    import random
+
+    rng = random.Random(seed)
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    weights = [12, 9, 8, 8, 7, 7, 6, 6, 6, 4, 4, 3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1]
+    lexicon = ["".join(rng.choices(letters, weights, k=rng.randint(1, 12))) for _ in range(300_000)]
+    docs = []
+    for _ in range(n_docs):
+        words = (
+            lexicon[min(int(rng.paretovariate(0.7)) - 1, len(lexicon) - 1)]
+            if rng.random() < 0.5
+            else rng.choice(lexicon)
+            for _ in range(250)
+        )
+        docs.append(" ".join(words))
+    return docs
 
 
 def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
@@ -135,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stream-copies", type=int, default=4, help="0 skips the memory-scaling row")
+    parser.add_argument(
+        "--many-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train on the synthetic many-distinct-words corpus",
+    )
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     parser.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
@@ -150,22 +179,31 @@ def main(argv: list[str] | None = None) -> None:
 
     texts = python_docs.texts()
     n_chars = sum(map(len, texts))
-    n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    corpora = [("python-docs", texts)]
+    if args.many_words:
+        corpora.append(("many-words", many_words_corpus()))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        texts_path = os.path.join(tmp, "texts.pkl")
-        with open(texts_path, "wb") as f:
-            pickle.dump(texts, f)
-        cases = [(v, 1) for v in args.vocab_sizes]
-        if args.stream_copies > 1:
-            cases.append((args.vocab_sizes[0], args.stream_copies))
-        for vocab_size, copies in cases:
-            ours, hf = measure(texts_path, vocab_size, args.repeats, copies)
+        cases = []
+        for name, corpus in corpora:
+            path = os.path.join(tmp, f"{name}.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(corpus, f)
+            n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in corpus)
+            if name == "python-docs":
+                cases += [(name, path, n_bytes, v, 1) for v in args.vocab_sizes]
+                if args.stream_copies > 1:
+                    cases.append((name, path, n_bytes, args.vocab_sizes[0], args.stream_copies))
+            else:
+                cases.append((name, path, n_bytes, args.vocab_sizes[-1], 1))
+        for name, path, n_bytes, vocab_size, copies in cases:
+            ours, hf = measure(path, vocab_size, args.repeats, copies)
             ratio = ours["seconds"] / hf["seconds"]
             rows.append(
                 [
                     f"{vocab_size:,}",
-                    f"{copies * n_bytes / 1e6:.1f} MB" + (f" ({copies}x streamed)" if copies > 1 else ""),
+                    f"{name}, {copies * n_bytes / 1e6:.1f} MB" + (f" ({copies}x streamed)" if copies > 1 else ""),
+                    f"{ours['distinct_pretokens']:,}",
                     f"{hf['seconds']:.2f}",
                     f"{ours['seconds']:.2f}",
                     f"{ours['pretokenize_s']:.2f} + {ours['merge_s']:.2f}",
@@ -180,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     headers = [
         "vocab",
         "text",
+        "distinct pre-tokens",
         "HF s",
         "ours s",
         "ours: pre-tokenise + merges s",
@@ -194,10 +233,11 @@ def main(argv: list[str] | None = None) -> None:
             "",
             stamp(),
             "",
-            f"Corpus: embedded python-docs, {len(texts):,} documents, {n_chars:,} characters; "
-            f"best of {args.repeats} fresh processes per cell; both trainers use all {os.cpu_count()} cores "
+            f"Corpus: embedded python-docs, {len(texts):,} documents, {n_chars:,} characters"
+            + (" (and the synthetic many-words corpus, see bench/bench_train.py); " if args.many_words else "; ")
+            + f"best of {args.repeats} fresh processes per cell; both trainers use all {os.cpu_count()} cores "
             "(ours: worker processes for pre-tokenisation; HF: threads). Accept <= 3x HF, goal <= 2x. "
-            "RSS: peak of the training process, with its growth during training in brackets "
+            "RSS: peak of the training process, with the growth of that peak during training in brackets "
             "(the rest is the interpreter, libraries and the corpus list); ours also shows the largest worker.",
             "",
             markdown_table(headers, rows),
