@@ -5,6 +5,7 @@
 #   make tokenizer FORCE=1                      redo just the named stage (its inputs are reused)
 #   make shards SET="shards.workers=1 shards.format=arrow"   override recipe keys (section.key=value)
 #   make inspect DOC=topic:assert               decode one document by id (default: 2 at random)
+#   make tokenizer GPT2_DIR=path/to/dir         also report GPT-2's bytes/token (dir with encoder.json, vocab.bpe)
 #   make bench-shards                           shards throughput vs a build-nanogpt-style tiktoken pipeline
 #
 # Stages are phony and always invoked: each stage compares its recipe section and the fingerprints
@@ -17,7 +18,9 @@ RECIPE_NAME := $(or $(shell sed -n 's/^name[[:space:]]*=[[:space:]]*"\([^"]*\)".
 ART         := artifacts/$(RECIPE_NAME)
 SET         ?=
 DOC         ?=
-PIPELINE_ARGS = --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+GPT2_DIR    ?=
+PIPELINE_ARGS = --config $(CONFIG) $(foreach s,$(SET),--set $(s)) \
+  $(if $(GPT2_DIR),--set tokenizer.gpt2_encoder_json=$(GPT2_DIR)/encoder.json --set tokenizer.gpt2_vocab_bpe=$(GPT2_DIR)/vocab.bpe)
 # FORCE=1 applies to the stage named on the command line only, not to the stages it depends on.
 pipeline_force = $(if $(filter 1 yes true,$(FORCE)),$(if $(filter $(1),$(MAKECMDGOALS)),--force))
 

@@ -58,15 +58,26 @@ def bytes_per_token(tok, texts: list[str]) -> dict[str, Any]:
             "bytes_per_token": round(n_bytes / max(1, n_tokens), 4)}
 
 
+REPORT_ONLY_KEYS = ("gpt2_encoder_json", "gpt2_vocab_bpe")
+
+
 def stage_config(recipe: Recipe) -> dict[str, Any]:
+    """What the merges depend on. Not `workers` (counting is exact in any number of processes), and
+    not the GPT-2 files: adding them to the report must not retrain a 50k vocabulary."""
     cfg = recipe.section("tokenizer")
-    cfg.pop("workers")  # the trained merges do not depend on how many processes counted words
+    for key in ("workers", *REPORT_ONLY_KEYS):
+        cfg.pop(key)
     return cfg
 
 
 def stage_inputs(recipe: Recipe) -> dict[str, Any]:
+    return {"raw_manifest_sha256": mf.manifest_fingerprint(recipe.stage_dir("raw"))}
+
+
+def report_inputs(recipe: Recipe) -> dict[str, Any]:
+    """The GPT-2 files the report compares with (sha256), if the recipe names them."""
     cfg = recipe.section("tokenizer")
-    inputs: dict[str, Any] = {"raw_manifest_sha256": mf.manifest_fingerprint(recipe.stage_dir("raw"))}
+    inputs: dict[str, Any] = {}
     if cfg["gpt2_encoder_json"] or cfg["gpt2_vocab_bpe"]:
         for key in ("gpt2_encoder_json", "gpt2_vocab_bpe"):
             p = Path(cfg[key])
@@ -83,15 +94,50 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     raw_dir, out_dir = recipe.stage_dir("raw"), recipe.stage_dir("tokenizer")
     cfg = stage_config(recipe)
     inputs = stage_inputs(recipe)
-    if not force and mf.is_up_to_date(out_dir, cfg, inputs):
+    compare = report_inputs(recipe)
+    trained = not force and mf.is_up_to_date(out_dir, cfg, inputs)
+    if trained and mf.read_manifest(out_dir).get("report_inputs") == compare:
         log(f"tokenizer: {out_dir} is up to date (FORCE=1 to redo)")
         return mf.read_manifest(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mf.remove_manifest(out_dir)
-
     total = count_raw_documents(raw_dir)
     n_heldout = min(cfg["heldout_documents"], total // 2)   # never hold out more than half a tiny corpus
     n_train_docs = total - n_heldout
+    if trained:   # only the report's comparison changed: keep the tokenizer, redo the report
+        log("tokenizer: merges up to date, refreshing report.json")
+        tok = Tokenizer.load(out_dir / TOKENIZER_FILE)
+        training = mf.read_json(out_dir / "report.json")["training"]
+        mf.remove_manifest(out_dir)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mf.remove_manifest(out_dir)
+        tok, training = _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log)
+    report = _report(tok, training, raw_dir, n_train_docs, cfg, recipe.section("tokenizer"), compare)
+    mf.write_json_atomic(out_dir / "report.json", report)
+
+    outputs = [out_dir / TOKENIZER_FILE, out_dir / "tokenizer.tiktoken", out_dir / "hf" / "tokenizer.json",
+               out_dir / "hf" / "tokenizer_config.json", out_dir / "report.json"]
+    manifest = {
+        "stage": "tokenizer",
+        "recipe": recipe.name,
+        "config": cfg,
+        "inputs": inputs,
+        "report_inputs": compare,
+        "tokenizer": {"fingerprint": tok.fingerprint, "name": tok.name, "n_vocab": tok.n_vocab,
+                      "eot_id": tok.eot_id, "special_tokens": tok.special_tokens, "file": TOKENIZER_FILE},
+        "outputs": [mf.output_entry(p, out_dir) for p in outputs],
+    }
+    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
+    line = (f"tokenizer: {tok.n_vocab} tokens (trained in {training['seconds']:.1f} s); "
+            f"held-out bytes/token {report['ours']['bytes_per_token']}")
+    if report["gpt2"]:
+        line += f" (GPT-2: {report['gpt2']['bytes_per_token']})"
+    log(line + f" -> {out_dir}")
+    return manifest
+
+
+def _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log):
+    from tokenizer import Tokenizer
+
     texts = list(training_texts(raw_dir, n_train_docs, cfg["max_characters"], cfg["max_chars_per_doc"]))
     n_chars = sum(map(len, texts))
     log(f"tokenizer: training vocab {cfg['vocab_size']} on {n_chars:,} characters of {len(texts)} documents")
@@ -111,37 +157,22 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     shutil.rmtree(out_dir / "hf", ignore_errors=True)
     hf_tmp.rename(out_dir / "hf")
 
-    heldout = heldout_texts(raw_dir, n_train_docs)
-    report: dict[str, Any] = {
-        "training": {"documents": n_docs_used, "characters": n_chars,
-                     "seconds": round(train_seconds, 2), "vocab_size": tok.n_vocab},
-        "heldout_documents": len(heldout),
-        "ours": bytes_per_token(tok, heldout),
-        "gpt2": None,
-    }
-    if "gpt2_encoder_json_sha256" in inputs:
-        gpt2 = Tokenizer.from_gpt2_files(cfg["gpt2_encoder_json"], cfg["gpt2_vocab_bpe"], name="gpt2 (r50k_base)")
-        report["gpt2"] = bytes_per_token(gpt2, heldout)
-    mf.write_json_atomic(out_dir / "report.json", report)
+    training = {"documents": n_docs_used, "characters": n_chars, "seconds": round(train_seconds, 2),
+                "vocab_size": tok.n_vocab}
+    return tok, training
 
-    outputs = [out_dir / TOKENIZER_FILE, out_dir / "tokenizer.tiktoken", out_dir / "hf" / "tokenizer.json",
-               out_dir / "hf" / "tokenizer_config.json", out_dir / "report.json"]
-    manifest = {
-        "stage": "tokenizer",
-        "recipe": recipe.name,
-        "config": cfg,
-        "inputs": inputs,
-        "tokenizer": {"fingerprint": tok.fingerprint, "name": tok.name, "n_vocab": tok.n_vocab,
-                      "eot_id": tok.eot_id, "special_tokens": tok.special_tokens, "file": TOKENIZER_FILE},
-        "outputs": [mf.output_entry(p, out_dir) for p in outputs],
-    }
-    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
-    line = (f"tokenizer: {tok.n_vocab} tokens in {train_seconds:.1f} s; "
-            f"held-out bytes/token {report['ours']['bytes_per_token']}")
-    if report["gpt2"]:
-        line += f" (GPT-2: {report['gpt2']['bytes_per_token']})"
-    log(line + f" -> {out_dir}")
-    return manifest
+
+def _report(tok, training, raw_dir, n_train_docs, cfg, section, compare) -> dict[str, Any]:
+    from tokenizer import Tokenizer
+
+    heldout = heldout_texts(raw_dir, n_train_docs)
+    report: dict[str, Any] = {"training": training, "heldout_documents": len(heldout),
+                              "ours": bytes_per_token(tok, heldout), "gpt2": None}
+    if compare:
+        gpt2 = Tokenizer.from_gpt2_files(section["gpt2_encoder_json"], section["gpt2_vocab_bpe"],
+                                         name="gpt2 (r50k_base)")
+        report["gpt2"] = bytes_per_token(gpt2, heldout)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,12 @@ def test_tokenizer_report_compares_with_gpt2(chain, gpt2_files, tmp_path):
     shutil.copytree(load_recipe(chain).artifacts_dir, target / "mini")
     recipe = load_recipe(chain, {"artifacts_root": str(target), "tokenizer.gpt2_encoder_json": str(encoder_json),
                                  "tokenizer.gpt2_vocab_bpe": str(vocab_bpe)})
-    train_tokenizer.run(recipe, progress_bar=False, log=lambda *a: None)
     out = recipe.stage_dir("tokenizer")
+    before = (out / "tokenizer.ljt.json").stat().st_mtime_ns
+    logs = []
+    train_tokenizer.run(recipe, progress_bar=False, log=logs.append)
+    assert logs[0] == "tokenizer: merges up to date, refreshing report.json"   # no retraining for a report
+    assert (out / "tokenizer.ljt.json").stat().st_mtime_ns == before
     report = json.loads((out / "report.json").read_text())
     assert report["heldout_documents"] == 10
     assert report["gpt2"]["n_vocab"] == 50257 and report["gpt2"]["bytes"] == report["ours"]["bytes"]
@@ -68,6 +72,12 @@ def test_tokenizer_report_compares_with_gpt2(chain, gpt2_files, tmp_path):
         assert (out / name).is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert {o["path"] for o in manifest["outputs"]} >= {"tokenizer.ljt.json", "hf/tokenizer.json", "report.json"}
+    logs.clear()
+    train_tokenizer.run(recipe, progress_bar=False, log=logs.append)
+    assert "is up to date" in logs[0]
+    bad = load_recipe(chain, {"artifacts_root": str(target), "tokenizer.gpt2_encoder_json": "/nonexistent.json"})
+    with pytest.raises(train_tokenizer.TokenizerStageError, match=r"gpt2_encoder_json: /nonexistent\.json does not"):
+        train_tokenizer.run(bad, progress_bar=False, log=logs.append)
 
 
 def test_summary_table_checksums_documents_histogram(chain, capsys, tmp_path):
