@@ -205,7 +205,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     except SourceError as exc:
         raise DataStageError(str(exc)) from None
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(total=max_docs or None, initial=stats["documents"], unit="doc", desc=f"data {stream.label}",
                disable=not progress_bar, dynamic_ncols=True)

@@ -62,6 +62,28 @@ def _arrow_type(dtype: np.dtype) -> pa.DataType:
     return pa.uint16() if dtype == np.uint16 else pa.uint32()
 
 
+# numpy <-> Arrow through raw buffers. pyarrow's own converters (pa.array, Array.to_numpy) import
+# pandas on first use (~0.3 s per process, and the shards stage and training start many), and the
+# buffers are exactly what we want anyway: one contiguous, zero-copy block of values.
+def _arrow_from_numpy(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def _arrow_strings(strings: list[str]) -> pa.Array:
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(encoded),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def _numpy_view(array: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """The values of a null-free primitive Arrow array as a numpy view (no copy; read-only if mapped)."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
 def _write_stream(path: Path, batch: pa.RecordBatch) -> None:
     """One record batch as an Arrow IPC stream (the format datasets.Dataset.from_file reads)."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -139,7 +161,9 @@ class ShardWriter:
                 np.lib.format.write_array(f, np.ascontiguousarray(tokens), allow_pickle=False)
             index_final = self.out_dir / index_name(self.split, self.next_index)
             index_tmp = index_final.with_name(index_final.name + ".tmp")
-            index = pa.record_batch({"id": pa.array(ids, pa.string()), "start": pa.array(starts, pa.uint64())})
+            index = pa.RecordBatch.from_arrays(
+                [_arrow_strings(ids), _arrow_from_numpy(starts.astype(np.uint64), pa.uint64())], names=["id", "start"]
+            )
             _write_stream(index_tmp, index)
             _publish(index_tmp, index_final)   # index first: a shard file never lacks its index
             entry["index"] = index_final.name
@@ -147,9 +171,10 @@ class ShardWriter:
             entry["index_sha256"] = sha256_file(index_final)
         else:
             offsets = np.append(starts, len(tokens)).astype(np.int32)
-            values = pa.array(tokens, type=_arrow_type(self.dtype))
-            input_ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
-            _write_stream(tmp, pa.record_batch({"input_ids": input_ids, "id": pa.array(ids, pa.string())}))
+            values = _arrow_from_numpy(tokens, _arrow_type(self.dtype))
+            input_ids = pa.ListArray.from_arrays(_arrow_from_numpy(offsets, pa.int32()), values)
+            batch = pa.RecordBatch.from_arrays([input_ids, _arrow_strings(ids)], names=["input_ids", "id"])
+            _write_stream(tmp, batch)
         _publish(tmp, final)
         entry.update({"tokens": int(len(tokens)), "documents": documents, "pieces": len(ids),
                       "bytes": final.stat().st_size, "sha256": sha256_file(final), "resume": resume})
@@ -288,7 +313,10 @@ class ShardReader:
             except (ValueError, OSError) as exc:
                 raise ShardFormatError(f"{path}: not a readable .npy file ({exc})") from None
         else:
-            arr = self._arrow_batch(path).column("input_ids").values.to_numpy(zero_copy_only=True)
+            column = self._arrow_batch(path).column("input_ids")
+            _check(column.type.value_type == _arrow_type(self.dtype),
+                   f"{path}: input_ids are {column.type.value_type}, manifest says {self.dtype}")
+            arr = _numpy_view(column.values, self.dtype)
         _check(arr.ndim == 1 and arr.dtype == self.dtype,
                f"{path}: {arr.dtype} array of shape {arr.shape}, manifest says 1-D {self.dtype}")
         _check(len(arr) == entry["tokens"], f"{path}: {len(arr)} tokens, manifest says {entry['tokens']}")
@@ -302,11 +330,11 @@ class ShardReader:
         if self.format == "npy":
             batch = self._arrow_batch(self.root / entry["index"])
             ids = batch.column("id").to_pylist()
-            starts = batch.column("start").to_numpy().astype(np.int64)
+            starts = _numpy_view(batch.column("start"), np.uint64).astype(np.int64)
         else:
             batch = self._arrow_batch(self.root / entry["path"])
             ids = batch.column("id").to_pylist()
-            starts = batch.column("input_ids").offsets.to_numpy()[:-1].astype(np.int64)
+            starts = _numpy_view(batch.column("input_ids").offsets, np.int32)[:-1].astype(np.int64)
         return ids, starts
 
     def iter_documents(self, split: str) -> Iterator[tuple[str, np.ndarray]]:

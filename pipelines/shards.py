@@ -281,7 +281,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     else:
         _init_worker(*init_args)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     t0 = time.perf_counter()
     try:
