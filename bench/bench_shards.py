@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.report import markdown_table, stamp, update_section
 
+    load_before = os.getloadavg()[0]
     rows, scaling = [], []
     for copies in args.copies:
         with tempfile.TemporaryDirectory(prefix="bench_shards_") as tmp:
@@ -241,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{stamp()}\n\n"
         f"End to end (read raw parquet, start workers, encode with GPT-2's vocabulary, write uint16 .npy), "
         f"embedded python-docs corpus (x2: twice, fresh ids), best of {args.repeats} runs, each in a fresh "
-        "process. Target: ours >= 0.8x the reference. Our encoder warms its caches as it goes (cold in x1).\n\n"
+        "process. Target: ours >= 0.8x the reference. Our encoder warms its caches as it goes (cold in x1). "
+        f"Load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} (parallel work on the same "
+        "cores flattens the scaling figures).\n\n"
         + table + "\n\n" + scaling_line
     )
     print(text)
