@@ -125,3 +125,20 @@ def test_single_shard_and_errors(chain, capsys, tmp_path):
     victim.write_bytes(bytes(raw))
     assert inspect_cli.main([str(copy), "--docs", "0"]) == 1
     assert "MISMATCH in train_000000.npy" in capsys.readouterr().out
+
+
+def test_make_runs_the_chain_and_force_redoes_only_the_named_stage():
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run(["make", "-n", "shards", "FORCE=1", "SET=shards.workers=1 shards.format=arrow"],
+                         cwd=repo, capture_output=True, text=True, check=True).stdout
+    stages = [line for line in out.splitlines() if " -m pipelines." in line]
+    assert [s.split(" -m ")[1].split()[0] for s in stages] == ["pipelines.data", "pipelines.train_tokenizer",
+                                                               "pipelines.shards"]
+    assert "--force" in stages[2] and "--force" not in stages[0] + stages[1]
+    assert all("--set shards.workers=1 --set shards.format=arrow" in s for s in stages)
+    out = subprocess.run(["make", "-n", "inspect", "DOC=topic:assert", "CONFIG=configs/fineweb-edu-10B.toml"],
+                         cwd=repo, capture_output=True, text=True, check=True).stdout
+    assert "pipelines.inspect --config configs/fineweb-edu-10B.toml" in out and "--doc topic:assert" in out
