@@ -2,7 +2,7 @@
 
 The tokenizer is GPT-2's 256 byte tokens + <|endoftext|> (no merges): built instantly, yet a real
 Tokenizer file the stage loads, so samples and HellaSwag go through the production path. Shards are
-written with pipelines.shard_format's ShardWriter and a manifest in the reader's schema.
+written by train.synthetic (pipelines.shard_format's ShardWriter + a manifest in the reader's schema).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.shard_format import FORMAT_VERSION, MANIFEST_NAME, ShardWriter, dtype_for_vocab
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_ORDER
+from train.synthetic import write_shards as write_token_shards
 
 EOT = "<|endoftext|>"
 
@@ -31,27 +29,13 @@ def write_shards(root: Path, docs: dict[str, list[str]], tokenizer: Tokenizer | 
                  shard_tokens: int = 8192, fmt: str = "npy") -> Path:
     """root/tokenizer/tokenizer.ljt.json + root/shards/{manifest.json, shards}; returns the shards dir."""
     tokenizer = tokenizer or byte_tokenizer()
-    tok_dir, out = root / "tokenizer", root / "shards"
+    tok_dir = root / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    tok_path = tok_dir / "tokenizer.ljt.json"
-    tokenizer.save(tok_path)
-    dtype = dtype_for_vocab(tokenizer.n_vocab)
-    splits = {}
-    for split, texts in docs.items():
-        entries: list[dict] = []
-        writer = ShardWriter(out, split, fmt, shard_tokens, dtype, tokenizer.eot_id, on_shard=entries.append)
-        for i, text in enumerate(texts):
-            tokens = np.array([tokenizer.eot_id] + tokenizer.encode_ordinary(text), dtype=dtype)
-            writer.add(f"{split}-{i}", tokens, i)
-        writer.close()
-        splits[split] = {"shards": entries}
-    manifest = {"format_version": FORMAT_VERSION, "format": fmt, "vocab_size": tokenizer.n_vocab,
-                "dtype": dtype.name, "eot_id": tokenizer.eot_id,
-                "tokenizer": {"fingerprint": tokenizer.fingerprint, "path": "../tokenizer/tokenizer.ljt.json"},
-                "splits": splits}
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return out
+    tokenizer.save(tok_dir / "tokenizer.ljt.json")
+    splits = {split: [tokenizer.encode_ordinary(t) for t in texts] for split, texts in docs.items()}
+    return write_token_shards(root / "shards", splits, vocab_size=tokenizer.n_vocab, eot_id=tokenizer.eot_id,
+                              tokenizer_fingerprint=tokenizer.fingerprint,
+                              tokenizer_path="../tokenizer/tokenizer.ljt.json", shard_tokens=shard_tokens, fmt=fmt)
 
 
 def _toml_value(v) -> str:

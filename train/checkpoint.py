@@ -86,3 +86,12 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_cpu"])
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["torch_cuda"])
+
+
+def model_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu"):
+    """Rebuild the GPT a checkpoint holds (config + weights), in eval mode."""
+    from model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -42,6 +42,7 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import BatchPlan, PretrainConfig, batch_plan, lr_at
+from train.evaluation import window_loss
 from train.loader import ShuffledLoader, TokenWindows, eval_window_ids
 from train.logger import RunLogger, format_duration, format_train_line
 from train.optim import make_optimizer, set_lr
@@ -127,9 +128,10 @@ def load_tokenizer(reader: ShardReader, required: bool):
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
-                 log: bool = True):
+                 log: bool = True, evaluate: bool = True, save_checkpoints: bool = True):
         self.cfg = cfg
         self.stop_at_step = stop_at_step
+        self.evaluate_enabled, self.save_enabled = evaluate, save_checkpoints  # off: pure throughput runs
         t = cfg.train
         self.say = print if log else (lambda *a, **k: None)
         self.env = distributed.setup(t.device)
@@ -242,23 +244,12 @@ class Trainer:
                 "tokenizer_fingerprint": self.reader.tokenizer_fingerprint}
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def val_loss(self) -> float:
         """Mean loss over the same first windows of the val split every time (split across ranks)."""
         ids = eval_window_ids(self.val_windows.num_windows, self.cfg.eval.val_tokens, self.seq_len,
                               self.env.rank, self.env.world_size)
-        B = self.cfg.train.micro_batch_size
-        total = torch.zeros(2, dtype=torch.float64)
-        self.eval_model.eval()
-        for i in range(0, len(ids), B):
-            chunk = ids[i:i + B]
-            x, y = self.val_windows.batch(chunk)
-            x, y = x.to(self.device), y.to(self.device)
-            with self.autocast():
-                _, loss = self.eval_model(x, y)
-            total[0] += loss.item() * len(chunk)
-            total[1] += len(chunk)
-        self.eval_model.train()
+        total = window_loss(self.eval_model, self.val_windows, ids, self.cfg.train.micro_batch_size, self.device,
+                            self.autocast)
         distributed.all_reduce_sum(total, self.env)
         return float(total[0] / total[1])
 
@@ -385,7 +376,7 @@ class Trainer:
         step = self.start_step
         if step >= p.max_steps:
             self.say(f"nothing to do: the checkpoint is at step {step} of {p.max_steps}")
-        if step == 0 and p.max_steps > 0:
+        if step == 0 and p.max_steps > 0 and self.evaluate_enabled:
             last_eval = self.evaluate(0, final=False)  # the untrained baseline (~ ln vocab)
         recent: list[float] = []
         t_start = time.time()
@@ -412,9 +403,9 @@ class Trainer:
                 self.logger.log(rec, format_train_line(rec, p.max_steps) if show else None)
             final = step == p.max_steps
             stopping = final or (self.stop_at_step is not None and step >= self.stop_at_step)
-            if step % self.cfg.eval.every == 0 or final or self._other_eval_due(step):
+            if self.evaluate_enabled and (step % self.cfg.eval.every == 0 or final or self._other_eval_due(step)):
                 last_eval = self.evaluate(step, final)
-            if step % self.cfg.train.checkpoint_every == 0 or stopping:
+            if self.save_enabled and (step % self.cfg.train.checkpoint_every == 0 or stopping):
                 metrics = {"loss": loss}
                 if "val_loss" in last_eval:
                     metrics["val_loss"] = last_eval["val_loss"]
@@ -461,9 +452,10 @@ class Trainer:
         distributed.teardown(self.env)
 
 
-def pretrain(cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
-             log: bool = True) -> RunResult:
-    trainer = Trainer(cfg, resume=resume, stop_at_step=stop_at_step, log=log)
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None, log: bool = True,
+             evaluate: bool = True, save_checkpoints: bool = True) -> RunResult:
+    trainer = Trainer(cfg, resume=resume, stop_at_step=stop_at_step, log=log, evaluate=evaluate,
+                      save_checkpoints=save_checkpoints)
     try:
         return trainer.run()
     finally:

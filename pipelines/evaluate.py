@@ -1,0 +1,76 @@
+"""Evaluate a trained checkpoint: `make eval` (val loss; HellaSwag when configured).
+
+    python -m pipelines.evaluate --config configs/demo.toml [--hellaswag path.jsonl] [--limit N]
+
+Val loss is measured on the same first windows of the val split that training reports
+(eval.val_tokens of them), so the number matches the last "val loss" line of the run. HellaSwag
+uses eval.hellaswag from the recipe, or --hellaswag (see `make hellaswag`). Results are printed and
+written to artifacts/<recipe>/pretrain/eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+from pipelines.recipe import RecipeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/demo.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--checkpoint", default=None, help="default: artifacts/<recipe>/pretrain/ckpt.pt")
+    parser.add_argument("--hellaswag", default=None, help="HellaSwag jsonl (default: eval.hellaswag of the recipe)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N HellaSwag examples")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from pipelines.sample import load_run, pick_device
+    from pipelines.shard_format import ShardFormatError, ShardReader
+    from train import hellaswag
+    from train.checkpoint import CheckpointError
+    from train.evaluation import window_loss
+    from train.loader import ContextTooLongError, TokenWindows, eval_window_ids
+
+    try:
+        device = pick_device(args.device)
+        model, tok, state, cfg = load_run(args.config, args.set, args.checkpoint, device)
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.startswith("cuda") \
+            else contextlib.nullcontext
+        seq_len = cfg.train.seq_len or model.config.block_size
+        windows = TokenWindows(ShardReader(cfg.shards_dir).token_arrays("val"), seq_len, "val")
+        ids = eval_window_ids(windows.num_windows, cfg.eval.val_tokens, seq_len, 0, 1)
+        total = window_loss(model, windows, ids, cfg.train.micro_batch_size, device, autocast)
+        result = {"step": int(state["step"]), "val_loss": float(total[0] / total[1]),
+                  "val_tokens": len(ids) * seq_len}
+        print(f"checkpoint step {result['step']}: val loss {result['val_loss']:.4f} "
+              f"over {result['val_tokens']:,} tokens of the val split")
+        path = args.hellaswag or cfg.eval.hellaswag
+        if path:
+            limit = cfg.eval.hellaswag_limit if args.limit is None else args.limit
+            examples = hellaswag.load_examples(path, limit)
+            n, acc, acc_norm = hellaswag.score(model, examples, tok.encode, device=device,
+                                               block_size=model.config.block_size, autocast=autocast).tolist()
+            result["hellaswag"] = {"n": int(n), "acc": acc / n, "acc_norm": acc_norm / n, "file": str(path)}
+            print(f"HellaSwag ({int(n):,} examples): acc_norm {acc_norm / n:.4f}, acc {acc / n:.4f} (chance 0.25)")
+    except (RecipeError, ShardFormatError, CheckpointError, ContextTooLongError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = cfg.out_dir / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
