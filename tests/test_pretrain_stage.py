@@ -30,7 +30,8 @@ print("JOURNEY", json.dumps({"codes": codes, "banned": banned}))
 def test_cli_journey_train_resume_sample_evaluate(tmp_path, corpus_texts):
     recipe, cfg = make_project(tmp_path, corpus_texts[:48], train={"max_steps": 6}, eval={"every": 3})
     hs = tmp_path / "hs.jsonl"
-    hs.write_text(json.dumps({"ctx": "The function", "endings": ["returns a value.", "x", "y", "z"], "label": 0}) + "\n")
+    example = {"ctx": "The function", "endings": ["returns a value.", "x", "y", "z"], "label": 0}
+    hs.write_text(json.dumps(example) + "\n")
     proc = subprocess.run([sys.executable, "-c", JOURNEY, str(recipe), str(hs)], cwd=ROOT, capture_output=True,
                           text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = proc.stdout
