@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -379,6 +380,22 @@ def test_defaults_bind_loopback_with_8mib_limit():
         ServeSettings()
     with pytest.raises(ValueError, match="both"):
         ServeSettings(gpt2_encoder_json="e.json")
+
+
+def test_recipe_serve_section_and_flag_precedence(tmp_path, capsys):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('name = "tiny"\n\n[serve]\nport = 8123\nworkers = 3\nmax_batch = 16\n')
+    args = parse_args(["--config", str(recipe), "--workers", "1"])
+    assert args.tokenizer == str(Path("artifacts") / "tiny" / "tokenizer" / "tokenizer.ljt.json")
+    assert (args.port, args.workers, args.max_batch, args.host) == (8123, 1, 16, "127.0.0.1")
+    recipe.write_text('name = "tiny"\n\n[serve]\nprot = 8123\n')
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(recipe)])
+    assert "unknown key 'prot'" in capsys.readouterr().err
+    recipe.write_text('name = "tiny"\n\n[serve]\nport = "8123"\n')
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(recipe)])
+    assert "'port' must be int" in capsys.readouterr().err
 
 
 def test_missing_tokenizer_file_fails_fast(tmp_path, capsys):

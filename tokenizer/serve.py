@@ -644,18 +644,64 @@ class ServiceProcess:
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
+# The recipe's optional [serve] section: these keys, these types (CLI flags override them).
+RECIPE_SERVE_DEFAULTS: dict[str, Any] = {
+    "host": DEFAULT_HOST,
+    "port": DEFAULT_PORT,
+    "workers": 2,
+    "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
+    "max_batch": DEFAULT_MAX_BATCH,
+    "tokenizer": "",  # "" = the recipe's own tokenizer stage output
+}
+
+
+def recipe_serve_options(config: str) -> dict[str, Any]:
+    """Options from a recipe: its [serve] section over the defaults, and by default the tokenizer
+    its tokenizer stage wrote (artifacts/<recipe>/tokenizer/tokenizer.ljt.json)."""
+    from pipelines.recipe import load_recipe
+
+    recipe = load_recipe(config)
+    section = recipe.section("serve")
+    for key, value in section.items():
+        if key not in RECIPE_SERVE_DEFAULTS:
+            raise ValueError(f"{config} [serve]: unknown key {key!r} (known keys: {', '.join(RECIPE_SERVE_DEFAULTS)})")
+        expected = type(RECIPE_SERVE_DEFAULTS[key])
+        if type(value) is not expected:
+            raise ValueError(f"{config} [serve]: key {key!r} must be {expected.__name__}, got {value!r}")
+    options = {**RECIPE_SERVE_DEFAULTS, **section}
+    if not options["tokenizer"]:
+        options["tokenizer"] = str(recipe.stage_dir("tokenizer") / "tokenizer.ljt.json")
+    return options
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags > the recipe's [serve] section (with --config) > built-in defaults."""
     p = argparse.ArgumentParser(prog="python -m tokenizer.serve", description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--tokenizer", metavar="PATH", help="tokenizer.ljt.json written by the tokenizer stage")
     src.add_argument("--gpt2", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"), help="GPT-2 r50k_base files")
-    p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default loopback: the service has no auth)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--workers", type=int, default=2, help="worker processes (encoding is CPU-bound)")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this")
-    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most texts / id lists per request")
+    p.add_argument("--config", metavar="RECIPE", help="recipe TOML: its [serve] section and its tokenizer")
+    p.add_argument("--host", help=f"bind address (default {DEFAULT_HOST}: the service has no authentication)")
+    p.add_argument("--port", type=int, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--workers", type=int, help="worker processes, default 2 (encoding is CPU-bound)")
+    p.add_argument("--max-body-bytes", type=int, help=f"413 above this (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--max-batch", type=int, help=f"most texts / id lists per request (default {DEFAULT_MAX_BATCH})")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
+    if args.config:
+        try:
+            base = recipe_serve_options(args.config)
+        except ValueError as e:  # RecipeError is a ValueError
+            p.error(str(e))
+    else:
+        base = dict(RECIPE_SERVE_DEFAULTS)
+        if not (args.tokenizer or args.gpt2):
+            p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, or --config RECIPE")
+    for key in ("host", "port", "workers", "max_body_bytes", "max_batch"):
+        if getattr(args, key) is None:
+            setattr(args, key, base[key])
+    if not (args.tokenizer or args.gpt2):
+        args.tokenizer = base["tokenizer"]
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     if not 0 <= args.port <= 65535:

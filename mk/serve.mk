@@ -1,0 +1,34 @@
+# Tokenisation service (issue 5): serve one tokenizer over HTTP/JSON with several worker processes.
+#
+#   make serve                                   the recipe's tokenizer (built first if needed) on 127.0.0.1:8000
+#   make serve PORT=9000 WORKERS=4               overrides; HOST=0.0.0.0 exposes it (no authentication!)
+#   make serve TOKENIZER=path/to/tokenizer.ljt.json
+#   make serve GPT2_ENCODER=encoder.json GPT2_VOCAB=vocab.bpe        GPT-2's r50k_base
+#   make serve SERVE_ARGS="--max-body-bytes 1048576 --max-batch 256"
+#   make bench-serve                             MB/s through the service (1 and 2 workers) and p50/p99 latency
+#
+# Settings come from, in order: these variables, the recipe's [serve] section, built-in defaults.
+
+HOST         ?=
+PORT         ?=
+WORKERS      ?=
+GPT2_ENCODER ?=
+GPT2_VOCAB   ?=
+SERVE_ARGS   ?=
+SERVE_DEFAULT_TOKENIZER := $(ART)/tokenizer/tokenizer.ljt.json
+TOKENIZER    ?= $(SERVE_DEFAULT_TOKENIZER)
+
+serve_source = $(if $(GPT2_ENCODER),--gpt2 $(GPT2_ENCODER) $(GPT2_VOCAB),--tokenizer $(TOKENIZER))
+serve_flags  = $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(WORKERS),--workers $(WORKERS))
+# Build the recipe's tokenizer first only when serving that one (not an explicit file or GPT-2's).
+serve_needs := $(if $(GPT2_ENCODER),,$(if $(filter $(SERVE_DEFAULT_TOKENIZER),$(TOKENIZER)),tokenizer))
+
+.PHONY: serve bench-serve
+
+serve: $(STAMP) $(serve_needs)
+	$(PY) -m tokenizer.serve --config $(CONFIG) $(serve_source) $(serve_flags) $(SERVE_ARGS)
+
+bench-serve: $(STAMP)
+	$(PY) -m bench.bench_serve
+
+bench: bench-serve
