@@ -109,11 +109,11 @@ def _parquet(file_index: int) -> pq.ParquetFile:
     return cache[file_index]
 
 
-def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str], bytes, bytes]:
+def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str], bytes, bytes, int]:
     """Encode the documents of one row group that belong to `split`.
 
-    Returns (row numbers, ids, packed tokens, packed per-document lengths); an empty document is
-    reported with length 0 (no tokens, not even eot), so the caller can count it in order.
+    Returns (row numbers, ids, packed tokens, packed per-document lengths, rows in the group); an
+    empty document is reported with length 0 (no tokens, not even eot), so the caller counts it in order.
     Every document is encoded as ordinary text (a literal "<|endoftext|>" in it is just text) and
     preceded by eot, so eot marks document starts and nothing else.
     """
@@ -124,7 +124,7 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
     want_val = split == "val"
     rows = [i for i, d in enumerate(ids) if rule.is_val(d) == want_val] if rule.has_val else list(range(len(ids)))
     if not rows:  # nothing for this split here: the text column is never decompressed
-        return [], [], b"", b""
+        return [], [], b"", b"", len(ids)
     texts = pf.read_row_group(row_group, columns=["text"]).column("text").to_pylist()
     tok = _worker["tok"]
     eot = tok.eot_id
@@ -139,7 +139,7 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
         flat.append(eot)
         flat.extend(encoded)
         lengths.append(len(encoded) + 1)
-    return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes()
+    return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes(), len(ids)
 
 
 def _ordered_results(pool, tasks: list[tuple[int, int]], start: int, split: str, workers: int) -> Iterator[tuple]:
@@ -230,7 +230,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         return mf.read_manifest(out_dir)
     workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1
 
-    from pipelines.data import raw_files  # noqa: PLC0415 (keeps `import pipelines.shards` light)
+    from pipelines.data import raw_files
 
     files = raw_files(raw_dir)
     tok_manifest = mf.read_manifest(tok_dir)
@@ -326,7 +326,8 @@ def _encode_split(split, state, progress, progress_path, pool, tasks, workers, o
     start_position = tuple(resume["position"])
     writer = ShardWriter(out_dir, split, cfg["format"], cfg["shard_tokens"], dtype, eot_id,
                          next_index=len(state["shards"]), on_shard=on_shard)
-    for t, (rows, ids, packed, packed_lengths) in _ordered_results(pool, tasks, start_position[0], split, workers):
+    for t, (rows, ids, packed, packed_lengths, group_rows) in _ordered_results(pool, tasks, start_position[0], split,
+                                                                              workers):
         tokens = np.frombuffer(packed, dtype=dtype)
         ends = np.cumsum(np.frombuffer(packed_lengths, dtype=np.uint64)).tolist()
         start = 0
@@ -338,7 +339,7 @@ def _encode_split(split, state, progress, progress_path, pool, tasks, workers, o
                     skip = resume["offset"] if (t, row) == start_position else 0
                     writer.add(doc_id, tokens[start:end], [t, row], skip)
             start = end
-        bar.update(len(rows))
+        bar.update(group_rows)
     writer.close()
     state["done"] = True
     state["stats"] = dict(stats)
