@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -30,7 +31,7 @@ def raw_rows(recipe_path):
 def test_python_docs_source_keeps_corpus_ids_and_order(tmp_path):
     recipe = write_recipe(tmp_path, data={"source": "python-docs", "max_documents": 40, "rows_per_file": 15})
     manifest = run_data(recipe)
-    expected = python_docs.documents()[:40]
+    expected = list(itertools.islice(python_docs.iter_documents(), 40))
     got = list(iter_raw_documents(load_recipe(recipe).stage_dir("raw")))
     assert got == [(d.id, d.text) for d in expected]
     assert [o["path"] for o in manifest["outputs"]] == ["part-00000.parquet", "part-00001.parquet",
