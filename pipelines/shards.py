@@ -265,6 +265,9 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     total_docs = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
     rule = SplitRule(val_fraction=cfg["val_fraction"])
     if cfg["val_documents"]:
+        if cfg["val_documents"] >= total_docs:
+            raise ShardsStageError(f"{recipe.path} [shards] val_documents = {cfg['val_documents']} leaves none of the "
+                                   f"{total_docs} raw documents for training")
         rule = SplitRule(val_ids=select_val_ids(files, cfg["val_documents"]))
     splits = [s for s in SPLITS if s == "train" or rule.has_val]
 

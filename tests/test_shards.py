@@ -219,6 +219,9 @@ def test_val_fraction_split(project):
         assert shards.id_hash(doc_id) < 0.1 * 2**64
     path = recipe_with(project, "noval", val_documents=0, val_fraction=0.0)
     assert list(build(path)["splits"]) == ["train"]
+    path = recipe_with(project, "allval", val_documents=800)
+    with pytest.raises(shards.ShardsStageError, match=r"val_documents = 800 leaves none of the 800 raw documents"):
+        build(path)
 
 
 def test_reader_refuses_other_tokenizer_and_bad_files(project, reference, tmp_path):
