@@ -230,13 +230,13 @@ def main(argv: list[str] | None = None) -> None:
                 for name, r in (("reference: tiktoken + Pool.imap", ref), ("**ours: make shards**", ours)):
                     rows.append([f"x{copies}", name, workers, f"{r['tokens']:,}", f"{r['seconds']:.2f}",
                                  f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x",
-                                 f"{r['worker_rss_mib']:.0f}"])
+                                 f"{r['worker_rss_mib']:.0f}", f"{r['main_rss_mib']:.0f}"])
         if 1 in results and 2 in results:
             s_ours = results[2][1]["tokens_per_s"] / results[1][1]["tokens_per_s"]
             s_ref = results[2][0]["tokens_per_s"] / results[1][0]["tokens_per_s"]
             scaling.append(f"corpus x{copies}: ours {s_ours:.2f}x, reference {s_ref:.2f}x")
     table = markdown_table(["corpus", "pipeline", "workers", "tokens", "seconds", "tokens/s", "vs reference",
-                            "peak RSS/worker MiB"], rows)
+                            "peak RSS/worker MiB", "peak RSS main MiB"], rows)
     scaling_line = f"Scaling from 1 to 2 workers: {'; '.join(scaling)}.\n" if scaling else ""
     text = (
         "## Shards (make shards)\n\n"
