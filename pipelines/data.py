@@ -100,9 +100,8 @@ class _Stream:
 class _PartWriter:
     """One raw parquet file, written under a temporary name in row groups, renamed when closed."""
 
-    def __init__(self, path: Path, metadata_fields: list[str]):
+    def __init__(self, path: Path):
         self.path, self.tmp = path, path.with_name(path.name + ".tmp")
-        self.metadata_fields = metadata_fields
         self.rows: list[dict[str, Any]] = []
         self.chars = 0
         self.count = 0
@@ -126,7 +125,11 @@ class _PartWriter:
                 schema = schema.set(schema.get_field_index(name), pa.field(name, pa.string()))
             self.schema = schema
             self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
-        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        try:
+            table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataStageError(f"{self.path.name}: a metadata field changed type between rows "
+                                 f"(schema from the first rows: {self.schema}): {exc}") from None
         self.writer.write_table(table, row_group_size=len(self.rows))
         self.rows, self.chars = [], 0
 
@@ -230,7 +233,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
                 if row is None:
                     continue
                 if writer is None:
-                    writer = _PartWriter(out_dir / PART_PATTERN.format(len(progress["files"])), cfg["metadata_fields"])
+                    writer = _PartWriter(out_dir / PART_PATTERN.format(len(progress["files"])))
                 writer.add(row)
                 stats["documents"] += 1
                 stats["characters"] += len(row["text"])
