@@ -7,7 +7,7 @@
 #   make pretrain NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1        multi-node (run on every node)
 #   make sample PROMPT="The meaning of life is"                   TOKENS=64 NUM=3
 #   make eval                             val loss (+ HellaSwag when eval.hellaswag is set)
-#   make hellaswag                        download the official validation set, score the checkpoint
+#   make hellaswag                        download the official validation set, score the checkpoint (if any)
 #   make gpu-check                        ~50 steps of gpt2 on one GPU: tokens/s and MFU -> BENCHMARKS.md
 #
 # With CUDA GPUs, training runs one process per GPU under torchrun (NGPU overrides the count);
@@ -52,7 +52,9 @@ eval: $(STAMP)
 # to also score HellaSwag during training.
 hellaswag: $(STAMP)
 	$(PY) -m train.hellaswag $(HELLASWAG)
-	$(PY) -m pipelines.evaluate --config $(CONFIG) $(foreach s,$(SET),--set $(s)) --hellaswag $(HELLASWAG)
+	@if [ -f $(ART)/pretrain/ckpt.pt ]; then \
+	  set -x; $(PY) -m pipelines.evaluate --config $(CONFIG) $(foreach s,$(SET),--set $(s)) --hellaswag $(HELLASWAG); \
+	else echo "no checkpoint in $(ART)/pretrain yet: make pretrain first, then make hellaswag scores it"; fi
 
 gpu-check: $(STAMP)
 	bash bench/gpu_check.sh

@@ -273,10 +273,11 @@ class Trainer:
     def hellaswag_scores(self) -> dict[str, float]:
         from train.hellaswag import score
 
-        counts = score(self.eval_model, self.hellaswag, self.tokenizer.encode, device=self.device,
+        # The uncompiled model: every example has its own length, and each new shape would be a recompile.
+        counts = score(self.raw_model, self.hellaswag, self.tokenizer.encode, device=self.device,
                        block_size=self.model_config.block_size, autocast=self.autocast, rank=self.env.rank,
                        world_size=self.env.world_size)
-        self.eval_model.train()
+        self.raw_model.train()
         counts = distributed.all_reduce_sum(counts, self.env)
         n = float(counts[0])
         return {"n": n, "acc": float(counts[1]) / n, "acc_norm": float(counts[2]) / n}
