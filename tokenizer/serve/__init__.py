@@ -1,0 +1,56 @@
+"""Tokenisation service: one tokenizer file served over HTTP/JSON by several worker processes.
+
+Other programs (notebooks, data tools in other languages, an inference server) must tokenise with
+*exactly* the tokenizer the shards were made with. So every answer carries the tokenizer's
+fingerprint (in the body and in the `X-Tokenizer-Fingerprint` header) for the caller to compare
+with a shard manifest's `tokenizer_fingerprint`.
+
+    python -m tokenizer.serve --tokenizer artifacts/demo/tokenizer/tokenizer.ljt.json --workers 2
+    python -m tokenizer.serve --gpt2 encoder.json vocab.bpe            # GPT-2's r50k_base
+
+Endpoints (JSON, versioned under /v1; schema at /openapi.json, docs at /docs):
+    POST /v1/encode   {"text": str} | {"texts": [str]}, "allowed_special", "disallowed_special"
+                      -> {"ids": [int]} | {"batch": [[int]]}
+    POST /v1/decode   {"ids": [int]} | {"batch": [[int]]}, "errors" -> {"text": str} | {"texts": [str]}
+    POST /v1/count    same body as /v1/encode -> {"count": int} | {"counts": [int], "total": int}
+    GET  /v1/info     name, n_vocab, fingerprint, special tokens, pattern, limits
+    GET  /healthz     liveness (and which worker process answered)
+
+Design notes
+- Encoding is CPU-bound pure Python, so throughput comes from *processes*: uvicorn's supervisor
+  spawns `--workers` processes that accept on one listening socket (the kernel spreads connections
+  over them). Each worker builds the app through the factory `app_from_env`, which loads the
+  tokenizer once per process from settings the parent put into an environment variable (a spawned
+  worker is a fresh interpreter; the environment is how it learns its job).
+- SIGTERM (or Ctrl-C) shuts down gracefully: in-flight requests finish, workers exit, exit code 0.
+- Endpoints are plain `def` functions: Starlette runs them in a thread pool, so one long encode does
+  not stall the event loop (health checks and new connections are still accepted meanwhile).
+- Bad input is the caller's fault and answered 4xx with {"error": code, "message": ...}; nothing the
+  client sends may produce a 500 or kill a worker. The request-size limit is an ASGI middleware that
+  buffers at most `max_body_bytes` (it checks Content-Length *and* counts streamed bytes, since a
+  chunked upload has no Content-Length).
+- Binds to 127.0.0.1 unless --host says otherwise: a tokenizer service has no authentication.
+
+Modules: settings (what to serve, limits, the recipe's [serve] section), errors (the JSON error
+shape), middleware (body-size limit, fingerprint header), app (FastAPI endpoints), cli (`python -m
+tokenizer.serve`), process (run it as a child process). The client is tokenizer/client.py.
+"""
+
+from .app import API_VERSION, FINGERPRINT_HEADER, app_from_env, create_app
+from .cli import main, parse_args
+from .process import ServiceProcess, free_loopback_port
+from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServeSettings
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "FINGERPRINT_HEADER",
+    "ServeSettings",
+    "ServiceProcess",
+    "app_from_env",
+    "create_app",
+    "free_loopback_port",
+    "main",
+    "parse_args",
+]

@@ -1,0 +1,120 @@
+"""Command line: `python -m tokenizer.serve` (what `make serve` runs).
+
+Settings resolve as: flags > the recipe's [serve] section (with --config) > built-in defaults.
+With several workers we drive uvicorn's multiprocess supervisor ourselves (see main) to set one
+socket option uvicorn.run would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+from .app import create_app
+from .settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    RECIPE_SERVE_DEFAULTS,
+    SETTINGS_ENV,
+    ServeSettings,
+    recipe_serve_options,
+)
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags > the recipe's [serve] section (with --config) > built-in defaults."""
+    p = argparse.ArgumentParser(prog="python -m tokenizer.serve", description="Serve one tokenizer over HTTP/JSON.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--tokenizer", metavar="PATH", help="tokenizer.ljt.json written by the tokenizer stage")
+    src.add_argument("--gpt2", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"), help="GPT-2 r50k_base files")
+    p.add_argument("--config", metavar="RECIPE", help="recipe TOML: its [serve] section and its tokenizer")
+    p.add_argument("--host", help=f"bind address (default {DEFAULT_HOST}: the service has no authentication)")
+    p.add_argument("--port", type=int, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--workers", type=int, help="worker processes, default 2 (encoding is CPU-bound)")
+    p.add_argument("--max-body-bytes", type=int, help=f"413 above this (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--max-batch", type=int, help=f"most texts / id lists per request (default {DEFAULT_MAX_BATCH})")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    args = p.parse_args(argv)
+    if args.config:
+        try:
+            base = recipe_serve_options(args.config)
+        except ValueError as e:  # RecipeError is a ValueError
+            p.error(str(e))
+    else:
+        base = dict(RECIPE_SERVE_DEFAULTS)
+        if not (args.tokenizer or args.gpt2):
+            p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, or --config RECIPE")
+    for key in ("host", "port", "workers", "max_body_bytes", "max_batch"):
+        if getattr(args, key) is None:
+            setattr(args, key, base[key])
+    if not (args.tokenizer or args.gpt2):
+        args.tokenizer = base["tokenizer"]
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port must be in 0..65535, got {args.port}")
+    return args
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; both shut down gracefully (in-flight requests finish) and exit 0."""
+    import uvicorn
+
+    args = parse_args(argv)
+    try:
+        settings = ServeSettings(
+            tokenizer_path=args.tokenizer,
+            gpt2_encoder_json=args.gpt2[0] if args.gpt2 else None,
+            gpt2_vocab_bpe=args.gpt2[1] if args.gpt2 else None,
+            max_body_bytes=args.max_body_bytes,
+            max_batch=args.max_batch,
+        )
+        # Load once here, before any worker starts: a bad file fails fast with its name, instead of
+        # every worker dying at startup one after another.
+        tok = settings.load_tokenizer()
+    except (OSError, ValueError) as e:
+        print(f"tokenizer.serve: {e}", file=sys.stderr)
+        return 2
+    if args.host not in LOOPBACK_HOSTS:
+        print(
+            f"tokenizer.serve: WARNING binding {args.host}: reachable beyond this machine, no authentication",
+            file=sys.stderr,
+        )
+    print(
+        f"tokenizer.serve: {tok.name} n_vocab={tok.n_vocab} fingerprint={tok.fingerprint[:16]}... "
+        f"on http://{args.host}:{args.port} with {args.workers} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to die "by signal";
+    # a handler that exits 0 turns that into the conventional clean exit for a service manager.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    if args.workers == 1:
+        uvicorn.run(create_app(tok, settings), **common)  # reuse the tokenizer we just loaded
+    else:
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ[SETTINGS_ENV] = settings.to_env()  # inherited by the spawned worker processes
+        config = uvicorn.Config("tokenizer.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+        # What uvicorn.run(workers=N) does, plus one socket option. The parent binds the socket that
+        # all workers accept on; bound that way its protocol number is 0, so asyncio does not switch
+        # off Nagle's algorithm on accepted connections as it does for sockets it creates itself.
+        # Then a response written as headers + body waits for the client's delayed ACK: 40 ms per
+        # request. TCP_NODELAY on the listening socket is inherited by every accepted connection.
+        sock = config.bind_socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Multiprocess(config, sockets=[sock]).run()
+    return 0
