@@ -17,10 +17,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodySizeLimit:
     """Refuse request bodies over `max_body_bytes` with 413 before the app parses anything.
 
-    A declared Content-Length over the limit is refused without reading the body; a body without one
-    (chunked transfer) is counted as it streams in. Accepted bodies are buffered (at most the limit,
-    which the app would hold anyway to parse the JSON) and replayed to the app as one message.
-    Before answering 413 we read and discard what the client is still sending (up to `drain_bytes`):
+    A declared Content-Length over the limit is refused up front, and a body without one (chunked
+    transfer) is counted as it streams in, so a client cannot get around the limit by not declaring
+    a length. Accepted bodies are buffered (at most the limit, which the app would hold anyway to
+    parse the JSON) and replayed to the app as one message. Before answering 413 we read and discard
+    what the client is still sending (up to `drain_bytes`; beyond that we just answer and close):
     closing a socket with unread data makes the kernel send a reset, and the client would see
     "connection reset" instead of our 413.
     """
@@ -40,9 +41,9 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared < 0:
-                    await error_response(400, "bad_content_length", f"invalid Content-Length {value!r}")(
-                        scope, receive, send
-                    )
+                    await error_response(
+                        400, "bad_content_length", f"invalid Content-Length {value.decode('latin-1')!r}"
+                    )(scope, receive, send)
                     return
         if declared is not None and declared > self.max_body_bytes:
             await self._refuse(scope, receive, send, declared, already=0, more=declared <= self.drain_bytes)
