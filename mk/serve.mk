@@ -15,13 +15,13 @@ WORKERS      ?=
 GPT2_ENCODER ?=
 GPT2_VOCAB   ?=
 SERVE_ARGS   ?=
-SERVE_DEFAULT_TOKENIZER := $(ART)/tokenizer/tokenizer.ljt.json
-TOKENIZER    ?= $(SERVE_DEFAULT_TOKENIZER)
+TOKENIZER    ?=
 
-serve_source = $(if $(GPT2_ENCODER),--gpt2 $(GPT2_ENCODER) $(GPT2_VOCAB),--tokenizer $(TOKENIZER))
+# Without TOKENIZER or GPT-2 files the recipe decides: its [serve] tokenizer key, else what its
+# tokenizer stage wrote, $(ART)/tokenizer/tokenizer.ljt.json (built first by the `tokenizer` target).
+serve_source = $(if $(GPT2_ENCODER),--gpt2 $(GPT2_ENCODER) $(GPT2_VOCAB),$(if $(TOKENIZER),--tokenizer $(TOKENIZER)))
 serve_flags  = $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(WORKERS),--workers $(WORKERS))
-# Build the recipe's tokenizer first only when serving that one (not an explicit file or GPT-2's).
-serve_needs := $(if $(GPT2_ENCODER),,$(if $(filter $(SERVE_DEFAULT_TOKENIZER),$(TOKENIZER)),tokenizer))
+serve_needs := $(if $(GPT2_ENCODER)$(TOKENIZER),,tokenizer)
 
 .PHONY: serve bench-serve
 
