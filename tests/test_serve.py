@@ -406,15 +406,28 @@ def test_missing_tokenizer_file_fails_fast(tmp_path, capsys):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_shuts_down_cleanly(gpt2_files, workers):
-    """GPT-2 straight from encoder.json/vocab.bpe; SIGTERM -> graceful shutdown, exit 0, no orphans."""
+    """GPT-2 straight from encoder.json/vocab.bpe. SIGTERM while a request is half-sent: that request
+    is still answered (graceful shutdown), then the service exits 0 and leaves no worker behind."""
     svc = ServiceProcess(
         ["--gpt2", str(gpt2_files[0]), str(gpt2_files[1]), "--workers", str(workers), "--log-level", "warning"]
     )
     with svc:
         assert TokenizerClient(svc.url).encode("hello world") == [31373, 995]
         children = psutil.Process(svc.process.pid).children(recursive=True)
+        body = json.dumps({"text": " ".join(["hello world"] * 1000)}).encode()
+        conn = http.client.HTTPConnection(svc.host, svc.port, timeout=30)
+        conn.putrequest("POST", "/v1/count")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body[:100])  # the request is in flight: the server is waiting for the rest
+        time.sleep(0.3)
         t0 = time.monotonic()
         svc.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        conn.send(body[100:])
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["count"] == 2000
+        conn.close()
         try:
             code = svc.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
