@@ -52,19 +52,31 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.host, self.port = DEFAULT_HOST, port or free_loopback_port()
+        self._port_chosen_here = port is None
         self.url = f"http://{self.host}:{self.port}"
         self.args, self.ready_timeout, self.env = list(args), ready_timeout, env
         self.process: subprocess.Popen | None = None
         self._log = None
 
     def start(self) -> ServiceProcess:
-        self._log = tempfile.TemporaryFile(mode="w+b")
-        cmd = [sys.executable, "-m", "tokenizer.serve", *self.args, "--host", self.host, "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})}
-        )
-        self.wait_ready()
-        return self
+        # A port picked by free_loopback_port() can be taken by someone else before the server binds
+        # it; then the server exits with "address already in use" and we try another port.
+        for attempt in range(3):
+            self._log = tempfile.TemporaryFile(mode="w+b")
+            cmd = [sys.executable, "-m", "tokenizer.serve", *self.args, "--host", self.host, "--port", str(self.port)]
+            self.process = subprocess.Popen(
+                cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})}
+            )
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                if not self._port_chosen_here or attempt == 2 or "address already in use" not in self.log().lower():
+                    raise
+                self._log.close()
+                self.port = free_loopback_port()
+                self.url = f"http://{self.host}:{self.port}"
+        raise AssertionError("unreachable")
 
     def log(self) -> str:
         if self._log is None:
