@@ -208,9 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "RECIPE", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", nargs=2, metavar=("DIR", "COPIES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         one(args.one[0], Path(args.one[1]), int(args.one[2]))
+        return
+    if args.prepare:
+        print(prepare(Path(args.prepare[0]), int(args.prepare[1])))
         return
 
     from bench.report import markdown_table, stamp, update_section
@@ -219,7 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     rows, scaling = [], []
     for copies in args.copies:
         with tempfile.TemporaryDirectory(prefix="bench_shards_") as tmp:
-            recipe_path = prepare(Path(tmp), copies)
+            # In a subprocess too: Linux starts a child's ru_maxrss at its parent's, so this driver
+            # must stay small for the children's peak RSS figures to be their own.
+            subprocess.run([sys.executable, "-m", "bench.bench_shards", "--prepare", tmp, str(copies)],
+                           cwd=REPO, check=True, capture_output=True)
+            recipe_path = Path(tmp) / "bench.toml"
             results = {}
             for workers in args.workers:
                 ref = measure("reference", recipe_path, workers, args.repeats)
