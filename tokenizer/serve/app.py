@@ -193,8 +193,13 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
             try:
                 out.append(tok.encode(text, allowed_special=allowed, disallowed_special=disallowed))
             except ValueError as e:  # includes UnicodeEncodeError (lone surrogates from JSON "\ud800")
-                code = "disallowed_special" if str(e).startswith(DISALLOWED_SPECIAL_PREFIX) else "invalid_text"
-                raise ServiceError(422, code, f"{where}: {e}") from e
+                if str(e).startswith(DISALLOWED_SPECIAL_PREFIX):
+                    hint = (
+                        ' Over HTTP: "allowed_special": [names] or "all" encodes it as the special token, '
+                        '"disallowed_special": [] as plain text.'
+                    )
+                    raise ServiceError(422, "disallowed_special", f"{where}: {e}{hint}") from e
+                raise ServiceError(422, "invalid_text", f"{where}: {e}") from e
         return out
 
     @app.post(

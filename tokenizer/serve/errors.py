@@ -59,6 +59,11 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[int, str, st
     parts = []
     for e in errors[:5]:
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        got = e.get("input")
+        # Show the offending value when it is a scalar ("ids[1]: ... less than 50257, got 99999");
+        # for a missing field or a wrong container the input is the whole object, not worth echoing.
+        if isinstance(got, (bool, int, float)) or (isinstance(got, str) and e.get("type") != "missing"):
+            msg += f", got {got if not isinstance(got, str) else repr(got[:40] + ('...' if len(got) > 40 else ''))}"
         parts.append(f"{_location(e.get('loc', ()))}: {msg}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "invalid_request", "; ".join(parts) + more
