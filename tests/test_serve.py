@@ -129,8 +129,9 @@ def test_known_gpt2_ids_and_info(client, gpt2_tok):
 
 
 def test_batch_encode_equals_in_process_on_corpus(client, gpt2_tok, corpus_sample):
-    # encode_batch splits the sample into many requests under the batch and body limits.
-    served = client.encode_batch(corpus_sample)
+    # encode_batch splits the corpus into many requests under the batch and body limits, with
+    # `workers` of them in flight at once; results must come back in input order.
+    served = client.encode_batch(corpus_sample, workers=WORKERS)
     expected = [gpt2_tok.encode(text) for text in corpus_sample]
     assert len(served) == len(expected)
     for i, (got, want) in enumerate(zip(served, expected)):

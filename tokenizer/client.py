@@ -23,6 +23,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -207,14 +208,24 @@ class TokenizerClient:
         disallowed_special: Iterable[str] | str = "all",
     ) -> list[list[int]]:
         """Encode many texts, split into requests that respect the service's batch and body limits.
-        `workers` is accepted so that code written for Tokenizer.encode_batch runs unchanged; here the
-        service's worker processes do the parallel work."""
+
+        `workers` plays the role it has in Tokenizer.encode_batch, the degree of parallelism: up to
+        that many requests are in flight at once (each on its own keep-alive connection), so that
+        that many service worker processes encode at the same time. None or 1: one at a time.
+        Results come back in input order either way."""
         allowed, disallowed = _special_arg(allowed_special), _special_arg(disallowed_special)
-        out: list[list[int]] = []
-        for chunk in self._chunks(texts):
+
+        def encode_chunk(chunk: list[str]) -> list[list[int]]:
             payload = {"texts": chunk, "allowed_special": allowed, "disallowed_special": disallowed}
-            out.extend(self._request("POST", API + "/encode", payload)["batch"])
-        return out
+            return self._request("POST", API + "/encode", payload)["batch"]
+
+        chunks = list(self._chunks(texts))
+        if workers is None or workers <= 1 or len(chunks) <= 1:
+            results = [encode_chunk(chunk) for chunk in chunks]
+        else:
+            with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+                results = list(pool.map(encode_chunk, chunks))
+        return [ids for batch in results for ids in batch]
 
     def count(
         self,
