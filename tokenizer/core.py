@@ -254,7 +254,11 @@ class Tokenizer:
         allowed_special: Literal["all"] | Collection[str] = frozenset(),
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[list[int]]:
-        """encode() every text, in worker processes when that pays off; results in input order."""
+        """encode() every text, in parallel when that pays off; results in input order.
+
+        workers: how many processes encode, the calling one included (default: all CPU cores);
+        workers=1 or a batch under a million characters runs in this process (see parallel.py).
+        """
         from .parallel import encode_batch
 
         return encode_batch(self, texts, workers, allowed_special=allowed_special,

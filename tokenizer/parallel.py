@@ -1,22 +1,28 @@
-"""encode_batch: many texts encoded by worker processes, results in input order.
+"""encode_batch: many texts encoded by several processes at once, results in input order.
 
-Python threads cannot run BPE in parallel (the GIL), so we use processes. Three things keep the
-overhead small:
-  - fork (where available) hands every worker the tokenizer *and its warm caches* for free; with
-    spawn the tokenizer is pickled once per worker (definition only, see Tokenizer.__reduce__);
-  - work goes out in a few large chunks (contiguous ranges of about equal character count, a few
-    per worker for load balancing), not one message per text; with fork the texts themselves are
-    inherited too, so a chunk is sent as just (start, stop) indices;
-  - ids come back as one packed array of uint32 per chunk plus document lengths, which pickles
-    as a single bytes blob instead of one Python int object per token.
-Small inputs are encoded in-process: starting workers costs more than it saves.
+Python threads cannot run BPE in parallel (the GIL), so we use processes. What makes it pay off:
+  - fork (where available) hands every child the tokenizer *and its warm caches* for free, and
+    the texts too, so a job is just (start, stop) indices; with spawn the tokenizer is pickled
+    once per child (definition only, see Tokenizer.__reduce__) and the texts travel in the jobs;
+  - work goes out in a few large jobs (contiguous ranges of about equal character count, several
+    per child for load balancing), not one message per text;
+  - ids come back as one pickled list of lists per job (pickle writes a small int in 2-3 bytes
+    and reads it back faster than array.tolist() plus slicing would);
+  - the calling process is one of the `workers`: it encodes a share itself. Bringing a child's
+    ids back is not free -- the parent must create a Python int for every token, roughly a
+    quarter of what encoding them with warm caches costs -- so the parent takes a share sized to
+    finish at the same time as the children (parent_share);
+  - the cyclic garbage collector is paused meanwhile: the millions of new lists and ints would
+    otherwise trigger it over and over (it rescans every container, caches included), although
+    lists of ints can never form a cycle.
+Small inputs are encoded in-process: starting children costs more than it saves.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
-from array import array
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
@@ -25,8 +31,22 @@ if TYPE_CHECKING:
 
 # Below this many characters in total a batch is encoded in the calling process.
 MIN_PARALLEL_CHARS = 1_000_000
-# Chunks per worker: more balances uneven texts better, fewer means less IPC.
+# Jobs per process: more balances uneven texts better, fewer means less IPC.
 CHUNKS_PER_WORKER = 4
+# Cost of unpacking a child's ids in the parent, relative to encoding them (measured with warm
+# caches; with cold caches encoding costs more and this ratio is smaller).
+UNPACK_COST = 0.25
+
+
+def parent_share(children: int, unpack_cost: float = UNPACK_COST) -> float:
+    """Fraction of the text the calling process encodes itself so that everyone ends together.
+
+    With c children each encoding (1 - f) / c of the text, the parent spends f encoding its own
+    share plus unpack_cost * (1 - f) bringing the children's back; setting both equal gives f.
+    """
+    per_child = 1.0 / children
+    return max(0.0, (per_child - unpack_cost) / (1.0 + per_child - unpack_cost))
+
 
 _worker_tokenizer: Tokenizer | None = None
 _worker_texts: list[str] | None = None  # set only while a forked pool runs
@@ -38,18 +58,12 @@ def _init_worker(tok: Tokenizer | None) -> None:
         _worker_tokenizer = tok
 
 
-def _encode_chunk(args: tuple[list[str] | tuple[int, int], object, object]) -> tuple[bytes, bytes]:
+def _encode_chunk(args: tuple[list[str] | tuple[int, int], object, object]) -> list[list[int]]:
     texts, allowed, disallowed = args
     if isinstance(texts, tuple):  # fork: (start, stop) into the inherited list
         texts = _worker_texts[texts[0] : texts[1]]
     encode = _worker_tokenizer.encode
-    flat = array("I")
-    lengths = array("Q")
-    for text in texts:
-        ids = encode(text, allowed_special=allowed, disallowed_special=disallowed)
-        flat.extend(ids)
-        lengths.append(len(ids))
-    return flat.tobytes(), lengths.tobytes()
+    return [encode(text, allowed_special=allowed, disallowed_special=disallowed) for text in texts]
 
 
 def split_balanced(texts: list[str], n_chunks: int) -> list[tuple[int, int]]:
@@ -91,29 +105,41 @@ def encode_batch(
         return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
                 for t in texts]
 
-    ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
+    children = n_workers - 1
+    # Children take the front of the batch in several jobs (they start a moment later, after the
+    # fork), the parent encodes the back.
+    total = sum(map(len, texts))
+    cut, size, share = len(texts), 0, parent_share(children) * total
+    while cut > 0 and size + len(texts[cut - 1]) <= share:
+        cut -= 1
+        size += len(texts[cut])
+    child_ranges = split_balanced(texts[:cut], children * CHUNKS_PER_WORKER)
+
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     use_fork = ctx.get_start_method() == "fork"
     if use_fork:
-        _worker_tokenizer, _worker_texts = tok, texts  # inherited by the forked workers
-        jobs = [(r, allowed_special, disallowed_special) for r in ranges]
+        _worker_tokenizer, _worker_texts = tok, texts  # inherited by the forked children
+        jobs = [(r, allowed_special, disallowed_special) for r in child_ranges]
     else:
-        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
-    out: list[list[int]] = []
+        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in child_ranges]
+
+    child_out: list[list[int]] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
-            # imap (ordered): unpack chunk i while the workers are still encoding later chunks.
-            for flat_bytes, length_bytes in pool.imap(_encode_chunk, jobs, chunksize=1):
-                flat = array("I")
-                flat.frombytes(flat_bytes)
-                lengths = array("Q")
-                lengths.frombytes(length_bytes)
-                ids = flat.tolist()
-                pos = 0
-                for n in lengths:
-                    out.append(ids[pos : pos + n])
-                    pos += n
+        with ctx.Pool(children, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
+            # The pool's result thread receives and unpickles the children's lists while this
+            # thread encodes the parent's share; imap keeps them in job order.
+            results = pool.imap(_encode_chunk, jobs, chunksize=1)
+            parent_out = [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
+                          for t in texts[cut:]]
+            for chunk in results:
+                child_out.extend(chunk)
     finally:
         _worker_tokenizer = _worker_texts = None
-    return out
+        if gc_was_enabled:
+            gc.enable()
+    child_out.extend(parent_out)
+    return child_out
+
