@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,10 @@ class _PartWriter:
         self._flush()
         if self.writer is not None:
             self.writer.close()
+            # fsync before the rename: _progress.json (fsynced too) is about to vouch for this file,
+            # and a resume trusts every file it lists, so the file must reach the disk first.
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
             self.tmp.replace(self.path)
 
 
@@ -182,16 +187,18 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     except SourceError as exc:
         raise DataStageError(str(exc)) from None
     if not force and mf.is_up_to_date(out_dir, cfg, inputs):
+        _remove_leftovers(out_dir, progress=True)   # a kill between the manifest and the cleanup
         log(f"data: {out_dir} is up to date (FORCE=1 to redo)")
         return mf.read_manifest(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.remove_manifest(out_dir)
+    _remove_leftovers(out_dir, progress=False)
 
     fp = mf.fingerprint({"config": cfg, "inputs": inputs})
     progress_path = out_dir / PROGRESS
     progress = None if force else _read_progress(progress_path, fp)
     if progress is None:  # fresh start: nothing of an older run may survive next to the new files
-        for old in list(out_dir.glob("part-*.parquet")) + list(out_dir.glob("part-*.parquet.tmp")):
+        for old in out_dir.glob("part-*.parquet"):
             old.unlink()
         progress = _new_progress(fp)
     elif progress["files"]:
@@ -266,6 +273,17 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     log(f"data: {stats['documents']} documents, {stats['characters']:,} characters in {len(progress['files'])} "
         f"file(s) -> {out_dir} (skipped empty: {stats['skipped_empty']}, repaired: {stats['repaired_documents']})")
     return manifest
+
+
+def _remove_leftovers(out_dir: Path, progress: bool) -> None:
+    """Delete what a killed run may leave: half-written `*.tmp` files (never trusted, always
+    rewritten from the source) and, once the manifest exists, the obsolete _progress.json."""
+    if not out_dir.is_dir():
+        return
+    for tmp in out_dir.glob("*.tmp"):
+        tmp.unlink()
+    if progress:
+        (out_dir / PROGRESS).unlink(missing_ok=True)
 
 
 def _read_progress(path: Path, fp: str) -> dict[str, Any] | None:
