@@ -1,4 +1,4 @@
-"""Python client for the tokenisation service (tokenizer/serve.py), stdlib only.
+"""Python client for the tokenisation service (tokenizer/serve/), stdlib only.
 
 `TokenizerClient(url)` has the same `encode` / `decode` signatures as `tokenizer.Tokenizer`, so code
 written against a local tokenizer can be pointed at the service instead:
@@ -32,9 +32,9 @@ FINGERPRINT_HEADER = "X-Tokenizer-Fingerprint"
 
 
 class _NoDelayHTTPConnection(http.client.HTTPConnection):
-    """http.client sends a body over ~2 KB in a second send() after the headers. With Nagle's
-    algorithm on, that second segment waits for the ACK of the first, which the server delays by
-    up to 40 ms: every mid-sized request would take 40 ms. TCP_NODELAY sends it at once."""
+    """http.client writes the headers and the body with two send() calls. With Nagle's algorithm on,
+    a small body segment waits for the ACK of the headers, which the server may delay by up to 40 ms.
+    TCP_NODELAY sends it at once (the service sets the same option on its side, see serve/cli.py)."""
 
     def connect(self) -> None:
         super().connect()
@@ -79,6 +79,14 @@ def _special_arg(value: Any) -> str | list[str]:
 
 
 class TokenizerClient:
+    """A Tokenizer look-alike whose work is done by the service at `url`.
+
+    encode / encode_ordinary / encode_batch / decode take the arguments Tokenizer's do; count,
+    decode_batch, info and health are service extras. `expect_fingerprint` makes every call check
+    the X-Tokenizer-Fingerprint header, so a client cannot silently talk to a different tokenizer
+    (FingerprintMismatch). Safe to share between threads.
+    """
+
     def __init__(
         self, url: str = "http://127.0.0.1:8000", *, timeout: float = 60.0, expect_fingerprint: str | None = None
     ) -> None:
@@ -134,6 +142,9 @@ class TokenizerClient:
                 self.close()
                 if attempt:
                     raise
+            except BaseException:
+                self.close()  # e.g. a timeout mid-response: this connection's state is unknown now
+                raise
         if resp.getheader("Connection", "").lower() == "close":
             self.close()
         try:
