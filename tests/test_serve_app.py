@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_ORDER
-from tokenizer.serve import FINGERPRINT_HEADER, ServeSettings, create_app
+from tokenizer.client import TokenizerClient
+from tokenizer.serve import FINGERPRINT_HEADER, ServeSettings, create_app, free_loopback_port
 from tokenizer.serve.middleware import BodySizeLimit
 
 
@@ -114,3 +115,13 @@ def test_middleware_refuses_declared_oversize_and_bad_content_length():
     assert seen == [] and sent[0]["status"] == 413
     seen, sent = _run_middleware([], headers=[(b"content-length", b"abc")])
     assert seen == [] and sent[0]["status"] == 400
+
+
+def test_client_argument_errors_and_unreachable_service():
+    with pytest.raises(ValueError, match="http://host:port"):
+        TokenizerClient("127.0.0.1:8000")
+    client = TokenizerClient(f"http://127.0.0.1:{free_loopback_port()}", timeout=5)
+    with pytest.raises(TypeError, match="not the string"):
+        client.encode("x", allowed_special="<|endoftext|>")  # a str is not a set of names (only "all" is)
+    with pytest.raises(ConnectionRefusedError):
+        client.health()  # nothing listens there
