@@ -399,10 +399,14 @@ def test_recipe_serve_section_and_flag_precedence(tmp_path, capsys):
     assert "'port' must be int" in capsys.readouterr().err
 
 
-def test_missing_tokenizer_file_fails_fast(tmp_path, capsys):
+def test_missing_or_corrupt_tokenizer_file_fails_fast(tmp_path, capsys):
     missing = tmp_path / "nope.ljt.json"
     assert main(["--tokenizer", str(missing), "--port", "1"]) == 2
     assert str(missing) in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.ljt.json"
+    corrupt.write_text('{"format": "something else"}')
+    assert main(["--tokenizer", str(corrupt), "--port", "1"]) == 2
+    assert str(corrupt) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
 def _exit_cleanly(signum, frame) -> None:
     raise SystemExit(0)
 
@@ -74,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = ServeSettings(
-            tokenizer_path=args.tokenizer,
-            gpt2_encoder_json=args.gpt2[0] if args.gpt2 else None,
-            gpt2_vocab_bpe=args.gpt2[1] if args.gpt2 else None,
+            # Absolute paths: the settings travel to worker processes (same cwd today, but say what we mean).
+            tokenizer_path=_absolute(args.tokenizer),
+            gpt2_encoder_json=_absolute(args.gpt2[0]) if args.gpt2 else None,
+            gpt2_vocab_bpe=_absolute(args.gpt2[1]) if args.gpt2 else None,
             max_body_bytes=args.max_body_bytes,
             max_batch=args.max_batch,
         )
