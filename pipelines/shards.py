@@ -119,13 +119,15 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
     """
     file_index, row_group = task
     pf = _parquet(file_index)
+    # use_threads=False: one column is read at a time, so Arrow's threads would add no speed, only
+    # more threads per worker process than cores and per-thread allocator caches (peak RSS jitter).
     rule: SplitRule = _worker["rule"]
-    ids = pf.read_row_group(row_group, columns=["id"]).column("id").to_pylist()
+    ids = pf.read_row_group(row_group, columns=["id"], use_threads=False).column("id").to_pylist()
     want_val = split == "val"
     rows = [i for i, d in enumerate(ids) if rule.is_val(d) == want_val] if rule.has_val else list(range(len(ids)))
     if not rows:  # nothing for this split here: the text column is never decompressed
         return [], [], b"", b"", len(ids)
-    texts = pf.read_row_group(row_group, columns=["text"]).column("text").to_pylist()
+    texts = pf.read_row_group(row_group, columns=["text"], use_threads=False).column("text").to_pylist()
     tok = _worker["tok"]
     eot = tok.eot_id
     flat = array(_worker["typecode"])
