@@ -8,6 +8,11 @@ Offline, `datasets` would spend minutes in retries before failing, so we probe t
 fail fast with a message that says what to do instead. A `dataset` that is a local directory laid
 out like a hub repository (parquet files inside) is streamed without the probe: that is how the
 tests exercise this exact code path offline.
+
+Memory: within one parquet file Arrow reads ahead as fast as the network delivers. Local files
+are read a row group at a time for that reason (local.py); a hub stream is not, because that
+would reopen the remote file for every row group. When the stage, not the network, is the
+bottleneck, download the files and use `source = "local"`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Going through `datasets.load_dataset(<builder>, data_files=..., streaming=True)`
 take the very code path that hub datasets take (the same iterator, the same Arrow conversion), so
 what works here works for `hf` too. Files are read one at a time, in the order the recipe lists
 them (globs sorted), so the record order is deterministic and every error names its file and row.
+Parquet files are streamed one row group at a time (`IterableDataset.reshard`), which bounds the
+memory Arrow's read-ahead may take to one row group instead of one file.
 
 Two fallbacks keep bad bytes from killing a run, and are counted by the data stage:
 - `txt`: decoded with a counting "replace" handler (invalid UTF-8 -> U+FFFD);
