@@ -228,6 +228,9 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     cfg = stage_config(recipe)
     inputs = stage_inputs(recipe)
     if not force and mf.is_up_to_date(out_dir, cfg, inputs):
+        # a kill between writing the manifest and removing _progress.json leaves it behind
+        for leftover in [out_dir / PROGRESS, *out_dir.glob("*.tmp")]:
+            leftover.unlink(missing_ok=True)
         log(f"shards: {out_dir} is up to date (FORCE=1 to redo)")
         return mf.read_manifest(out_dir)
     workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1

@@ -201,8 +201,12 @@ def test_up_to_date_and_staleness(project):
     build(path)
     logs = []
     build(path, workers=2)   # the worker count is not part of the output: still up to date
+    out = load_recipe(path).stage_dir("shards")
+    (out / "_progress.json").write_text("{}")          # as left by a kill right after the manifest
+    (out / "train_000009.npy.tmp").write_bytes(b"torn")
     shards.run(load_recipe(path), progress_bar=False, log=logs.append)
     assert "up to date" in logs[-1]
+    assert not (out / "_progress.json").exists() and not list(out.glob("*.tmp"))
     path = recipe_with(project, "stale", shard_tokens=3000)   # a changed key reruns the stage
     manifest = build(path)
     assert manifest["shard_tokens"] == 3000
