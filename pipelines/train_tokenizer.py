@@ -48,7 +48,7 @@ def training_texts(raw_dir: Path, n_train_docs: int, budget: int, per_doc_cap: i
 
 
 def heldout_texts(raw_dir: Path, first: int) -> list[str]:
-    return [text for i, (_, text) in enumerate(iter_raw_documents(raw_dir)) if i >= first]
+    return [text for _, text in iter_raw_documents(raw_dir, start=first)]
 
 
 def bytes_per_token(tok, texts: list[str]) -> dict[str, Any]:

@@ -40,6 +40,18 @@ def test_python_docs_source_keeps_corpus_ids_and_order(tmp_path):
     assert all(len(o["sha256"]) == 64 and o["bytes"] > 0 for o in manifest["outputs"])
 
 
+def test_iter_raw_documents_from_any_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "ROW_GROUP_ROWS", 4)   # files of 15 documents in row groups of 4
+    recipe = write_recipe(tmp_path, data={"source": "python-docs", "max_documents": 40, "rows_per_file": 15})
+    run_data(recipe)
+    raw_dir = load_recipe(recipe).stage_dir("raw")
+    assert [pq.ParquetFile(p).num_row_groups for p in raw_files(raw_dir)] == [4, 4, 3]
+    everything = list(iter_raw_documents(raw_dir))
+    assert len(everything) == 40
+    for start in range(0, 42):   # inside row groups, on row group and file boundaries, past the end
+        assert list(iter_raw_documents(raw_dir, start=start)) == everything[start:]
+
+
 def test_local_sources_all_formats(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "first doc", "id": "j0", "url": "u0"},
                                        {"text": "   \n\t ", "id": "j1", "url": "u1"},
