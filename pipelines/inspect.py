@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import sys
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,11 @@ def selected_shards(reader: ShardReader, only: str | None) -> dict[str, list[dic
 
 
 def document_lengths(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
-    """Tokens per document (incl. eot), continuation pieces added to the document they continue."""
-    lengths: list[int] = []
+    """Tokens per document (incl. eot), continuation pieces added to the document they continue.
+
+    Collected in an array("q") (8 bytes per document, not a ~36-byte Python int in a list): the
+    FineWeb-Edu 10BT recipe has ~10M documents."""
+    lengths = array("q")
     for entry in entries:
         tokens = reader.shard_tokens(entry)
         _, starts = reader.shard_pieces(entry)
@@ -59,7 +63,7 @@ def document_lengths(reader: ShardReader, entries: list[dict[str, Any]]) -> np.n
                 lengths.append(length)
             elif lengths:      # a continuation: the document began in the previous shard
                 lengths[-1] += length
-    return np.array(lengths, dtype=np.int64)
+    return np.frombuffer(lengths, dtype=np.int64).copy() if lengths else np.zeros(0, dtype=np.int64)
 
 
 def token_counts(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
