@@ -212,7 +212,7 @@ class Trainer:
         self.peak = peak_flops(self.device, t.peak_tflops)
         self.entropy = unigram_entropy(self.reader.token_arrays("train"), self.reader.vocab_size)
         self.logger = None
-        if self.main:
+        if self.main and self.start_step < self.plan.max_steps:  # a finished run's logs stay untouched
             self.logger = RunLogger(cfg.out_dir, wandb_cfg=cfg.wandb, run_config=self.run_config(),
                                     resume_step=self.start_step if resume else None, run_name=cfg.recipe_name,
                                     unigram_entropy=self.entropy)
@@ -375,8 +375,12 @@ class Trainer:
         losses: list[float] = []
         last_eval: dict[str, Any] = {}
         step = self.start_step
-        if step >= p.max_steps:
-            self.say(f"nothing to do: the checkpoint is at step {step} of {p.max_steps}")
+        if step >= p.max_steps:  # leave summary.json and metrics as the finished run wrote them
+            self.say(f"nothing to do: the checkpoint is at step {step} of {p.max_steps} "
+                     "(raise train.max_steps or train.token_budget to train on)")
+            val = (self.state or {}).get("metrics", {}).get("val_loss")
+            return RunResult(out_dir=self.cfg.out_dir, checkpoint=self.checkpoint_path, steps_done=step, losses=[],
+                             val_loss=val, unigram_entropy=self.entropy, samples=[], hellaswag=None)
         if step == 0 and p.max_steps > 0 and self.evaluate_enabled:
             last_eval = self.evaluate(0, final=False)  # the untrained baseline (~ ln vocab)
         recent: list[float] = []
