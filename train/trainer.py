@@ -233,8 +233,13 @@ class Trainer:
                 if setting == "true":
                     raise RuntimeError("train.compile = true but Triton is not installed (inductor needs it on GPUs)")
                 return False, "torch.compile off: Triton is not installed (pip install triton)"
-        if sys.version_info >= (3, 14) and setting == "auto":
-            return False, "torch.compile off: not supported by this torch on this Python version"
+        from torch._dynamo import is_dynamo_supported
+
+        if not is_dynamo_supported():  # e.g. a Python version newer than this torch release supports
+            why = f"TorchDynamo does not support Python {sys.version.split()[0]} in this torch"
+            if setting == "true":
+                raise RuntimeError(f"train.compile = true but {why}")
+            return False, f"torch.compile off: {why}"
         return True, "torch.compile on (first steps include compilation)"
 
     def run_config(self) -> dict[str, Any]:
