@@ -142,3 +142,16 @@ def test_trainer_reports_hellaswag(tmp_path, corpus_texts):
     records = [json.loads(x) for x in (cfg.out_dir / "metrics.jsonl").read_text().splitlines()]
     hs = [r for r in records if r["type"] == "hellaswag"]
     assert [r["step"] for r in hs] == [0, 2] and hs[-1]["acc_norm"] == result.hellaswag["acc_norm"]
+
+
+def test_download_validates_then_publishes(tmp_path):
+    """`make hellaswag` fetches over HTTPS; a file:// URL exercises the same path offline."""
+    from train.hellaswag import download
+
+    src = write_jsonl(tmp_path / "src.jsonl")
+    dest = download(tmp_path / "out" / "hellaswag_val.jsonl", url=src.as_uri())
+    assert dest.read_bytes() == src.read_bytes() and not list(dest.parent.glob("*.part"))
+    (tmp_path / "broken.jsonl").write_text('{"ctx": "x"}\n')
+    with pytest.raises(ValueError, match="field 'endings'"):
+        download(tmp_path / "out2" / "hs.jsonl", url=(tmp_path / "broken.jsonl").as_uri())
+    assert not list((tmp_path / "out2").iterdir())  # nothing half-downloaded left behind

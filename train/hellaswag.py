@@ -127,11 +127,14 @@ def download(dest: str | Path, url: str = VAL_URL) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    urllib.request.urlretrieve(url, tmp)
-    n = len(load_examples(tmp))
-    if url == VAL_URL and n != VAL_EXAMPLES:
-        raise ValueError(f"{url}: expected {VAL_EXAMPLES} examples, got {n}")
-    os.replace(tmp, dest)
+    try:
+        urllib.request.urlretrieve(url, tmp)
+        n = len(load_examples(tmp))
+        if url == VAL_URL and n != VAL_EXAMPLES:
+            raise ValueError(f"{url}: expected {VAL_EXAMPLES} examples, got {n}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
