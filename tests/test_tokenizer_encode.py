@@ -215,6 +215,15 @@ def test_chunks_never_cross_pieces(text):
     assert [p for c in chunks for p in findall(c)] == findall(text)
 
 
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(PROBES + WHITESPACE), max_size=100))
+def test_every_piece_is_its_own_only_piece(text):
+    """What lets one cache hold chunks and pieces alike (bpe.ChunkCache, pattern.py)."""
+    findall = regex.compile(GPT2_PATTERN).findall
+    for piece in findall(text):
+        assert findall(piece) == [piece]
+
+
 def test_no_fast_path_for_other_patterns():
     assert chunk_splitter(r"\S+|\s+") is None
     assert regex.compile(GPT2_CHUNK_PATTERN)  # and the chunk pattern itself compiles in both engines
@@ -242,7 +251,7 @@ def test_small_cache_stays_bounded_and_exact(gpt2_files, tiktoken_gpt2, corpus_t
     small = Tokenizer(*_gpt2_parts(gpt2_files), cache_size=50)
     for text in corpus_texts[:40]:
         assert small.encode(text) == tiktoken_gpt2.encode(text)
-    assert len(small._piece_cache) <= 50 and len(small._chunk_cache) <= 50
+    assert len(small._cache) <= 2 * 50  # emptied when full (a miss may add a chunk and its pieces)
 
 
 def _gpt2_parts(gpt2_files):

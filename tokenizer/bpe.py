@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from itertools import chain
 
 # Larger than any rank: "this pair is not in the vocabulary".
 NO_RANK = 1 << 62
@@ -208,27 +207,35 @@ class PieceCache(dict):
         return ids
 
 
-class ChunkCache(dict):
-    """chunk string -> list of ids, where a chunk is several pre-tokens (see pattern.py).
+class ChunkCache(PieceCache):
+    """text -> list of ids for chunks (several pre-tokens, see pattern.py) *and* single pieces.
 
-    A miss runs the pre-tokenisation regex on the chunk alone and looks its pieces up in the
-    PieceCache. Exact because chunk boundaries are proven pre-token boundaries.
+    A miss runs the pre-tokenisation regex on the chunk alone; each piece is then looked up in
+    this same dict (BPE on a miss) and the chunk's ids are stored. Exact because chunk boundaries
+    are proven pre-token boundaries. One dict serves both levels because the value stored under
+    any string s is always "the ids of s encoded on its own": for a chunk by construction, for a
+    piece because every piece is its own only piece when pre-tokenised alone (pattern.py). A
+    one-piece chunk such as " dog" therefore costs one BPE and one entry, not two.
     """
 
-    def __init__(self, split_pieces: Callable[[str], list[str]], piece_cache: PieceCache,
+    def __init__(self, ranks: dict[bytes, int], split_pieces: Callable[[str], list[str]],
                  max_size: int = DEFAULT_CACHE_SIZE):
-        super().__init__()
+        super().__init__(ranks, max_size)
         self.split_pieces = split_pieces
-        self.piece_cache = piece_cache
-        self.max_size = max_size
 
     def __missing__(self, chunk: str) -> list[int]:
         pieces = self.split_pieces(chunk)
-        if len(pieces) == 1:
-            ids = self.piece_cache[chunk]
-        else:
-            ids = list(chain.from_iterable(map(self.piece_cache.__getitem__, pieces)))
         if len(self) >= self.max_size:
             self.clear()
+        if len(pieces) == 1:
+            ids = bpe_ids(chunk.encode("utf-8"), self.ranks)
+        else:
+            ids = []
+            get, ranks = self.get, self.ranks
+            for piece in pieces:
+                piece_ids = get(piece)
+                if piece_ids is None:
+                    piece_ids = self[piece] = bpe_ids(piece.encode("utf-8"), ranks)
+                ids += piece_ids
         self[chunk] = ids
         return ids

@@ -102,15 +102,15 @@ class Tokenizer:
         self._disallowed_regex_cache: dict[frozenset[str], regex.Pattern] = {}
 
         self._split_pieces = compile_pattern(pattern).findall
-        self._piece_cache = PieceCache(ranks, cache_size)
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
-            # Fast path: chunk -> ids, pieces only for chunks never seen (see pattern.py).
-            self._chunk_cache = ChunkCache(self._split_pieces, self._piece_cache, cache_size)
-            self._split_text, self._lookup = split_chunks, self._chunk_cache.__getitem__
+            # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
+            self._cache: PieceCache = ChunkCache(ranks, self._split_pieces, cache_size)
+            self._split_text = split_chunks
         else:
-            self._chunk_cache = None
-            self._split_text, self._lookup = self._split_pieces, self._piece_cache.__getitem__
+            self._cache = PieceCache(ranks, cache_size)
+            self._split_text = self._split_pieces
+        self._lookup = self._cache.__getitem__
 
     # ----------------------------------------------------------------------------- validation
     @staticmethod
@@ -272,9 +272,7 @@ class Tokenizer:
 
     def clear_cache(self) -> None:
         """Forget cached pieces and chunks (only useful to measure a cold start)."""
-        self._piece_cache.clear()
-        if self._chunk_cache is not None:
-            self._chunk_cache.clear()
+        self._cache.clear()
 
     # -------------------------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

@@ -61,6 +61,13 @@ def compile_pattern(pattern: str) -> regex.Pattern:
 # whitespace. Splitting into chunks needs only a trivial regex, which the stdlib `re` engine
 # runs ~4x faster than `regex` runs GPT2_PATTERN, and a chunk seen before costs one dict lookup.
 #
+# A second fact lets one cache hold chunks and pieces alike: every piece, pre-tokenised on its
+# own, is a single piece. A contraction matches its own alternative again; " ?letters",
+# " ?digits" and " ?others" cannot start a contraction (no apostrophe followed by a letter in
+# them) and are matched whole by their own alternative; an all-whitespace piece is matched whole
+# by \s++$. So the ids of a piece, cached under the piece, are also the ids of that string as a
+# one-piece chunk.
+#
 # "Whitespace" must mean exactly what \s means to the `regex` module, which is not what it means
 # to `re` (re also counts U+001C..U+001F), so the class is spelled out. A test compares this
 # class with regex's \s over every code point.
