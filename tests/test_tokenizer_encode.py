@@ -224,6 +224,30 @@ def test_every_piece_is_its_own_only_piece(text):
         assert findall(piece) == [piece]
 
 
+ASCII_PROBES = "aZs'dmtlver0 9\t\n\r\x0b\x0c\x1c\x1f.-\x00\x7f"
+
+
+def test_ascii_pattern_equals_gpt2_pattern_on_short_strings():
+    import itertools
+    import re
+
+    from tokenizer.pattern import GPT2_ASCII_PATTERN
+
+    ours, theirs = re.compile(GPT2_ASCII_PATTERN).findall, regex.compile(GPT2_PATTERN).findall
+    strings = ["".join(p) for n in (1, 2) for p in itertools.product(map(chr, range(128)), repeat=n)]
+    strings += ["".join(p) for n in (3, 4) for p in itertools.product(ASCII_PROBES, repeat=n)]
+    assert [s for s in strings if ours(s) != theirs(s)] == []
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from(ASCII_PROBES + "'sllvere  "), max_size=60)
+       | st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_ascii_pattern_equals_gpt2_pattern(text):
+    from tokenizer.pattern import piece_splitter
+
+    assert piece_splitter(GPT2_PATTERN)(text) == regex.compile(GPT2_PATTERN).findall(text)
+
+
 def test_no_fast_path_for_other_patterns():
     assert chunk_splitter(r"\S+|\s+") is None
     assert regex.compile(GPT2_CHUNK_PATTERN)  # and the chunk pattern itself compiles in both engines

@@ -28,7 +28,7 @@ from typing import Literal
 import regex
 
 from .bpe import DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges
-from .pattern import GPT2_PATTERN, chunk_splitter, compile_pattern
+from .pattern import GPT2_PATTERN, chunk_splitter, piece_splitter
 
 EOT = "<|endoftext|>"
 FINGERPRINT_VERSION = "ljt-fingerprint-v1"
@@ -101,7 +101,7 @@ class Tokenizer:
         )
         self._disallowed_regex_cache: dict[frozenset[str], regex.Pattern] = {}
 
-        self._split_pieces = compile_pattern(pattern).findall
+        self._split_pieces = piece_splitter(pattern)
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
