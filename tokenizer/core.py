@@ -6,9 +6,10 @@ Encoding in three steps:
   2. the pre-tokenisation regex (pattern.py) cuts ordinary text into pieces: words with their
      leading space, number runs, punctuation runs, whitespace runs;
   3. each piece is UTF-8 encoded and merged into tokens by BPE (bpe.py).
-Step 3 only ever sees one piece, so its result can be cached per piece; step 2 can be skipped
-for text seen before with a chunk cache (pattern.py proves where chunks may be cut). Both caches
-are exact: they store the output of a pure function of their key.
+Step 3 only ever sees one piece, so its result can be cached per piece; with GPT-2's regex,
+step 2 can be skipped too for text seen before, by caching whole chunks such as " dog," (pattern.py
+proves where chunks may be cut; bpe.ChunkCache holds chunks and pieces in one dict). The cache is
+exact: it stores the output of a pure function of its key, and the tokenizer never changes.
 
 Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
 files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
