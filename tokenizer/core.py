@@ -407,6 +407,8 @@ class Tokenizer:
     @classmethod
     def from_tiktoken(cls, path: str | os.PathLike, special_tokens: Mapping[str, int] | None = None,
                       pattern: str = GPT2_PATTERN, name: str | None = None) -> Tokenizer:
+        """Load a .tiktoken file. It stores only the ranks: the regex defaults to GPT-2's and the
+        special tokens to {"<|endoftext|>": last rank + 1}; the merges are recovered from the ranks."""
         from .formats import read_tiktoken
 
         ranks = read_tiktoken(Path(path))
