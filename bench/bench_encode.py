@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipelines.sources import python_docs
     from tokenizer import Tokenizer
-    from tokenizer.__main__ import gpt2_package_files
+    from tokenizer.gpt2_files import gpt2_package_files
 
     texts = python_docs.texts()
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)

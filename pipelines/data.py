@@ -17,7 +17,6 @@ crash keeps the finished files (never fetched again) and continues the stream at
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import os
@@ -30,8 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import manifest as mf
-from pipelines.recipe import Recipe, RecipeError, load_recipe, parse_overrides
+from pipelines.recipe import Recipe
 from pipelines.sources.records import SourceError, SourceRecord, decode_bytes, repair_surrogates
+from pipelines.stage_cli import stage_main
 
 PROGRESS = "_progress.json"
 PART_PATTERN = "part-{:05d}.parquet"
@@ -334,19 +334,7 @@ def count_raw_documents(raw_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="make data: fetch documents into artifacts/<recipe>/raw/")
-    parser.add_argument("--config", default="configs/demo.toml")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--force", action="store_true", help="redo the stage even if up to date")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.config, parse_overrides(args.set))
-        run(recipe, force=args.force, progress_bar=not args.no_progress)
-    except (RecipeError, DataStageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return stage_main(run, "make data: fetch documents into artifacts/<recipe>/raw/", (DataStageError,), argv)
 
 
 if __name__ == "__main__":

