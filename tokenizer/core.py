@@ -252,7 +252,7 @@ class Tokenizer:
     ) -> list[list[int]]:
         """encode() every text, in parallel when that pays off; results in input order.
 
-        workers: how many processes encode, the calling one included (default: all CPU cores);
+        workers: how many worker processes encode (default: all CPU cores; the caller only collects);
         workers=1 or a batch under a million characters runs in this process (see parallel.py).
         """
         from .parallel import encode_batch

@@ -8,10 +8,11 @@ Python threads cannot run BPE in parallel (the GIL), so we use processes. What m
     per child for load balancing), not one message per text;
   - ids come back as one pickled list of lists per job (pickle writes a small int in 2-3 bytes
     and reads it back faster than array.tolist() plus slicing would);
-  - the calling process is one of the `workers`: it encodes a share itself. Bringing a child's
-    ids back is not free -- the parent must create a Python int for every token, roughly a
-    quarter of what encoding them with warm caches costs -- so the parent takes a share sized to
-    finish at the same time as the children (parent_share);
+  - the calling process only collects. Bringing a child's ids back is not free -- the parent
+    must create a Python int for every token, about a tenth of what encoding them costs -- and
+    it overlaps with the children's work only if the parent is *waiting* for results. A parent
+    that also encoded a share would hold the GIL while its result-reader thread needs it to
+    drain the pipes, so the children would stall on full pipes (measured: ~0.1 s per job);
   - the cyclic garbage collector is paused meanwhile: the millions of new lists and ints would
     otherwise trigger it over and over (it rescans every container, caches included), although
     lists of ints can never form a cycle.
@@ -33,20 +34,6 @@ if TYPE_CHECKING:
 MIN_PARALLEL_CHARS = 1_000_000
 # Jobs per process: more balances uneven texts better, fewer means less IPC.
 CHUNKS_PER_WORKER = 4
-# Cost of unpacking a child's ids in the parent, relative to encoding them (measured with warm
-# caches; with cold caches encoding costs more and this ratio is smaller).
-UNPACK_COST = 0.25
-
-
-def parent_share(children: int, unpack_cost: float = UNPACK_COST) -> float:
-    """Fraction of the text the calling process encodes itself so that everyone ends together.
-
-    With c children each encoding (1 - f) / c of the text, the parent spends f encoding its own
-    share plus unpack_cost * (1 - f) bringing the children's back; setting both equal gives f.
-    """
-    per_child = 1.0 / children
-    return max(0.0, (per_child - unpack_cost) / (1.0 + per_child - unpack_cost))
-
 
 _worker_tokenizer: Tokenizer | None = None
 _worker_texts: list[str] | None = None  # set only while a forked pool runs
@@ -105,41 +92,29 @@ def encode_batch(
         return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
                 for t in texts]
 
-    children = n_workers - 1
-    # Children take the front of the batch in several jobs (they start a moment later, after the
-    # fork), the parent encodes the back.
-    total = sum(map(len, texts))
-    cut, size, share = len(texts), 0, parent_share(children) * total
-    while cut > 0 and size + len(texts[cut - 1]) <= share:
-        cut -= 1
-        size += len(texts[cut])
-    child_ranges = split_balanced(texts[:cut], children * CHUNKS_PER_WORKER)
+    # Several contiguous jobs per worker: a worker that finishes early takes the next one.
+    ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     use_fork = ctx.get_start_method() == "fork"
     if use_fork:
         _worker_tokenizer, _worker_texts = tok, texts  # inherited by the forked children
-        jobs = [(r, allowed_special, disallowed_special) for r in child_ranges]
+        jobs = [(r, allowed_special, disallowed_special) for r in ranges]
     else:
-        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in child_ranges]
+        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
 
-    child_out: list[list[int]] = []
+    out: list[list[int]] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with ctx.Pool(children, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
-            # The pool's result thread receives and unpickles the children's lists while this
-            # thread encodes the parent's share; imap keeps them in job order.
-            results = pool.imap(_encode_chunk, jobs, chunksize=1)
-            parent_out = [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
-                          for t in texts[cut:]]
-            for chunk in results:
-                child_out.extend(chunk)
+        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
+            # imap returns the jobs' results in job order, i.e. in input order.
+            for chunk in pool.imap(_encode_chunk, jobs, chunksize=1):
+                out.extend(chunk)
     finally:
         _worker_tokenizer = _worker_texts = None
         if gc_was_enabled:
             gc.enable()
-    child_out.extend(parent_out)
-    return child_out
+    return out
 
