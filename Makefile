@@ -13,7 +13,7 @@ STAMP      := $(VENV)/.installed
 TORCH_CPU  ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint format bench clean
+.PHONY: help setup test lint bench clean
 
 help:
 	@echo "make setup            create .venv and install runtime + dev dependencies"
@@ -38,13 +38,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The code is formatted by hand for reading (aligned comments, tables); ruff checks, it does not reformat.
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check . || true
-
-format: $(STAMP)
-	$(PY) -m ruff check --fix .
-	$(PY) -m ruff format .
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

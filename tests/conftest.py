@@ -41,3 +41,15 @@ def tiktoken_gpt2(gpt2_files):
     return tiktoken.Encoding(
         "gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
     )
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """For modules of tiny tensors: on a shared 2-core machine thread hand-offs cost more than the
+    arithmetic. Use with `pytestmark = pytest.mark.usefixtures("torch_one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

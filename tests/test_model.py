@@ -12,13 +12,7 @@ from model import GPT, PRESETS, GPTConfig, KVCache
 SMALL = dict(block_size=16, vocab_size=100, n_layer=2, n_head=4, n_embd=32)  # padded vocab: 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared 2-core machine thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

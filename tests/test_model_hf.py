@@ -15,13 +15,7 @@ transformers = pytest.importorskip("transformers")
 VOCAB = 300  # not a multiple of 64: exercises the padding on import and the unpadding on export
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared 2-core machine thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _hf_config(**overrides):
