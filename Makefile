@@ -20,7 +20,8 @@ help:
 	@echo "make test             run the whole test suite"
 	@echo "make lint             ruff"
 	@echo "make data|tokenizer|shards|inspect|pretrain|sample|eval|serve   (CONFIG=$(CONFIG))"
-	@echo "make bench            all benchmarks (results in BENCHMARKS.md)"
+	@echo "make hellaswag|export-hf|gpu-check    evaluation, HF export, GPU throughput check"
+	@echo "make bench            all benchmarks (bench-encode, bench-train, bench-shards, bench-serve; BENCHMARKS.md)"
 
 setup: $(STAMP)
 
