@@ -307,6 +307,29 @@ def test_encode_batch_in_order(tok, tiktoken_gpt2, corpus_texts):
         encode_batch(tok, texts, workers=2, min_parallel_chars=0)
 
 
+def test_encode_batch_forked_children(tok, corpus_texts):
+    # 3 workers = this process and 2 forked children claiming jobs from one shared counter.
+    from tokenizer import parallel
+
+    texts = corpus_texts[:300]
+    expected = [tok.encode(t) for t in texts]
+    assert parallel.encode_batch(tok, texts, workers=3, min_parallel_chars=0) == expected
+    # Ids over 65535 travel as uint32 instead of uint16.
+    big_ids = Tokenizer({bytes([b]): b for b in range(256)}, {"<|big|>": 70_000})
+    many = ["ab<|big|>c", "x" * 50, "<|big|>", ""] * 40
+    assert (parallel.encode_batch(big_ids, many, 2, allowed_special="all", min_parallel_chars=0)
+            == [big_ids.encode(t, allowed_special="all") for t in many])
+    # An error in whichever process encodes the failing text reaches the caller, and the
+    # earliest failing job wins, as if encoded in order.
+    bad_first = ["<|endoftext|> first"] + texts + ["<|endoftext|> last"]
+    with pytest.raises(ValueError, match="disallowed special token"):
+        parallel.encode_batch(tok, bad_first, workers=2, min_parallel_chars=0)
+    with pytest.raises(ValueError, match="disallowed special token"):
+        parallel.encode_batch(tok, texts + ["<|endoftext|>"], workers=2, min_parallel_chars=0)
+    # The children are gone and the next batch works.
+    assert parallel.encode_batch(tok, texts, workers=2, min_parallel_chars=0) == expected
+
+
 def test_encode_batch_bad_input(tok):
     with pytest.raises(TypeError, match="texts"):
         tok.encode_batch("one string")

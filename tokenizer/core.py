@@ -252,8 +252,9 @@ class Tokenizer:
     ) -> list[list[int]]:
         """encode() every text, in parallel when that pays off; results in input order.
 
-        workers: how many worker processes encode (default: all CPU cores; the caller only collects);
-        workers=1 or a batch under a million characters runs in this process (see parallel.py).
+        workers: how many processes encode, this one included (default: all CPU cores), so
+        workers=2 forks one child; workers=1 or a batch under a million characters runs in this
+        process only (see parallel.py).
         """
         from .parallel import encode_batch
 

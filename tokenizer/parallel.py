@@ -1,29 +1,47 @@
 """encode_batch: many texts encoded by several processes at once, results in input order.
 
-Python threads cannot run BPE in parallel (the GIL), so we use processes. What makes it pay off:
-  - fork (where available) hands every child the tokenizer *and its warm caches* for free, and
-    the texts too, so a job is just (start, stop) indices; with spawn the tokenizer is pickled
-    once per child (definition only, see Tokenizer.__reduce__) and the texts travel in the jobs;
-  - work goes out in a few large jobs (contiguous ranges of about equal character count, several
-    per child for load balancing), not one message per text;
-  - ids come back as one pickled list of lists per job (pickle writes a small int in 2-3 bytes
-    and reads it back faster than array.tolist() plus slicing would);
-  - the calling process only collects. Bringing a child's ids back is not free -- the parent
-    must create a Python int for every token, about a tenth of what encoding them costs -- and
-    it overlaps with the children's work only if the parent is *waiting* for results. A parent
-    that also encoded a share would hold the GIL while its result-reader thread needs it to
-    drain the pipes, so the children would stall on full pipes (measured: ~0.1 s per job);
+Python threads cannot run BPE in parallel (the GIL), so we use processes. The hard part is not
+the encoding but getting millions of token ids back: the caller must end up with a Python int
+object for every token, and creating (and later freeing) those costs about a fifth of what
+encoding them costs on warm caches, where encode() itself creates no ints at all (it copies
+references out of the cache). So the design minimises all that is not encoding:
+
+  - the calling process is one of the `workers`: ids it encodes itself need no conversion at
+    all, so with 2 workers it encodes about half the texts and one forked child the rest;
+  - fork hands the child the tokenizer *and its warm caches* for free, and the texts too; no
+    pickling, no Pool (whose start-up and result-handler thread cost tens of milliseconds);
+  - the texts are cut into jobs (contiguous ranges of about equal character count, several per
+    worker) that every process claims in order from a shared counter, so whoever is faster --
+    the caller also converts, the child pays copy-on-write faults -- simply takes more jobs;
+  - a child writes a job's ids as a packed uint16 (uint32 for vocabularies over 65536) array
+    into one shared anonymous mmap, at an offset fixed in advance (a text of n characters has at
+    most 4n ids: every id covers at least one UTF-8 byte), plus the per-text counts; then it
+    sends the job's number down a pipe. Four bytes per job through the pipe instead of ~1 MB
+    pickles, so no child ever waits on a full pipe and no reader thread competes for the GIL;
+  - between its own jobs, the caller turns the child's finished jobs into lists
+    (memoryview(...).tolist() per text: one C loop, the cheapest way to make the ints), so
+    little is left to convert once the last job is done;
   - the cyclic garbage collector is paused meanwhile: the millions of new lists and ints would
     otherwise trigger it over and over (it rescans every container, caches included), although
     lists of ints can never form a cycle.
-Small inputs are encoded in-process: starting children costs more than it saves.
+If a text fails (say a disallowed special token), no new jobs are claimed and the error of the
+earliest failing job is raised, as encoding in order would. Without fork (macOS, Windows) a
+spawn Pool is used, correctness only: the tokenizer is pickled once per child (its definition,
+see Tokenizer.__reduce__) and the texts travel in the jobs. Small inputs are encoded in-process:
+starting a child costs more than it saves.
 """
 
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
+import pickle
+import select
+import signal
+import struct
+from array import array
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
@@ -32,25 +50,11 @@ if TYPE_CHECKING:
 
 # Below this many characters in total a batch is encoded in the calling process.
 MIN_PARALLEL_CHARS = 1_000_000
-# Jobs per process: more balances uneven texts better, fewer means less IPC.
-CHUNKS_PER_WORKER = 4
-
-_worker_tokenizer: Tokenizer | None = None
-_worker_texts: list[str] | None = None  # set only while a forked pool runs
-
-
-def _init_worker(tok: Tokenizer | None) -> None:
-    global _worker_tokenizer
-    if tok is not None:  # spawn: the tokenizer arrives pickled; fork: it is inherited
-        _worker_tokenizer = tok
-
-
-def _encode_chunk(args: tuple[list[str] | tuple[int, int], object, object]) -> list[list[int]]:
-    texts, allowed, disallowed = args
-    if isinstance(texts, tuple):  # fork: (start, stop) into the inherited list
-        texts = _worker_texts[texts[0] : texts[1]]
-    encode = _worker_tokenizer.encode
-    return [encode(text, allowed_special=allowed, disallowed_special=disallowed) for text in texts]
+# Jobs per process: more balances uneven texts better, fewer means less bookkeeping.
+CHUNKS_PER_WORKER = 8
+# A UTF-8 character is at most 4 bytes and every id covers at least one byte.
+MAX_IDS_PER_CHAR = 4
+_MESSAGE = struct.Struct("=iI")  # (job index, 0 or length of a pickled exception that follows)
 
 
 def split_balanced(texts: list[str], n_chunks: int) -> list[tuple[int, int]]:
@@ -77,7 +81,6 @@ def encode_batch(
     disallowed_special: str | Collection[str] = "all",
     min_parallel_chars: int = MIN_PARALLEL_CHARS,
 ) -> list[list[int]]:
-    global _worker_tokenizer, _worker_texts
     if isinstance(texts, str):
         raise TypeError("encode_batch() argument 'texts' must be a list of str, not a single str")
     texts = list(texts)
@@ -92,29 +95,202 @@ def encode_batch(
         return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
                 for t in texts]
 
-    # Several contiguous jobs per worker: a worker that finishes early takes the next one.
     ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
-
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    use_fork = ctx.get_start_method() == "fork"
-    if use_fork:
-        _worker_tokenizer, _worker_texts = tok, texts  # inherited by the forked children
-        jobs = [(r, allowed_special, disallowed_special) for r in ranges]
-    else:
-        jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
-
-    out: list[list[int]] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(None if use_fork else tok,)) as pool:
-            # imap returns the jobs' results in job order, i.e. in input order.
-            for chunk in pool.imap(_encode_chunk, jobs, chunksize=1):
-                out.extend(chunk)
+        if "fork" in multiprocessing.get_all_start_methods():
+            return _ForkedBatch(tok, texts, ranges, n_workers, allowed_special, disallowed_special).run()
+        return _encode_with_spawn(tok, texts, ranges, n_workers, allowed_special, disallowed_special)
     finally:
-        _worker_tokenizer = _worker_texts = None
         if gc_was_enabled:
             gc.enable()
-    return out
 
+
+class _ForkedBatch:
+    """One encode_batch call: the caller and n_workers - 1 forked children share the jobs."""
+
+    def __init__(self, tok, texts, ranges, n_workers, allowed_special, disallowed_special):
+        self.tok, self.texts, self.ranges, self.n_children = tok, texts, ranges, n_workers - 1
+        self.options = {"allowed_special": allowed_special, "disallowed_special": disallowed_special}
+        self.fmt = "H" if tok.n_vocab <= 1 << 16 else "I"
+        itemsize = array(self.fmt).itemsize
+        # Where each job's ids go: offsets (in ids) bounded by MAX_IDS_PER_CHAR per character.
+        self.id_offsets, total = [], 0
+        for a, b in ranges:
+            self.id_offsets.append(total)
+            total += MAX_IDS_PER_CHAR * sum(map(len, texts[a:b]))
+        # Layout: [next job: int32][count per text: uint32 * len(texts)][ids]. Anonymous shared
+        # memory: pages nobody writes are never allocated, so the generous bound costs nothing.
+        self.ids_start = 4 + 4 * len(texts)
+        self.shm = mmap.mmap(-1, max(1, self.ids_start + itemsize * total))
+        self.claim_lock = multiprocessing.get_context("fork").Lock()
+        self.out: list[list[int] | None] = [None] * len(texts)
+        self.jobs_done = 0
+
+    def _views(self):
+        view = memoryview(self.shm)
+        return (view[:4].cast("i"), view[4 : self.ids_start].cast("I"), view[self.ids_start :].cast(self.fmt))
+
+    def _claim(self, next_job) -> int:
+        with self.claim_lock:
+            job = next_job[0]
+            if job < len(self.ranges):
+                next_job[0] = job + 1
+            return job
+
+    def _encode_job(self, job: int) -> list[list[int]]:
+        a, b = self.ranges[job]
+        encode, options = self.tok.encode, self.options
+        return [encode(text, **options) for text in self.texts[a:b]]
+
+    def _child(self, write_fd: int) -> None:
+        """Claim, encode and publish jobs until none is left. Never returns (os._exit)."""
+        code = 1
+        try:
+            next_job, counts, ids = self._views()
+            while (job := self._claim(next_job)) < len(self.ranges):
+                try:
+                    encoded = self._encode_job(job)
+                except Exception as exc:  # noqa: BLE001 - sent to the caller, which raises it
+                    with self.claim_lock:
+                        next_job[0] = len(self.ranges)  # stop everyone claiming
+                    try:
+                        payload = pickle.dumps(exc)
+                        pickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
+                    except Exception:  # noqa: BLE001 - such an error is still reported, as text
+                        payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+                    os.write(write_fd, _MESSAGE.pack(job, len(payload)))
+                    _write_all(write_fd, payload)
+                    break
+                a = self.ranges[job][0]
+                position = self.id_offsets[job]
+                for i, text_ids in enumerate(encoded, a):
+                    n = len(text_ids)
+                    counts[i] = n
+                    ids[position : position + n] = array(self.fmt, text_ids)
+                    position += n
+                os.write(write_fd, _MESSAGE.pack(job, 0))  # the pipe also orders the memory writes
+            code = 0
+        finally:
+            os._exit(code)
+
+    def _collect(self, job: int, counts, ids) -> None:
+        """Turn a child's finished job into lists of ints, in place in self.out."""
+        out = self.out
+        position = self.id_offsets[job]
+        a, b = self.ranges[job]
+        for i in range(a, b):
+            n = counts[i]
+            out[i] = ids[position : position + n].tolist()
+            position += n
+        self.jobs_done += 1
+
+    def run(self) -> list[list[int]]:
+        pids, read_fds = [], []
+        try:
+            for _ in range(self.n_children):
+                read_fd, write_fd = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # child
+                    os.close(read_fd)
+                    for fd in read_fds:
+                        os.close(fd)
+                    self._child(write_fd)
+                os.close(write_fd)
+                pids.append(pid)
+                read_fds.append(read_fd)
+            return self._run_parent(read_fds)
+        finally:
+            for pid in pids:  # normally already exited; after an error, do not leave them running
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+            for fd in read_fds:
+                os.close(fd)
+            self.shm.close()
+
+    def _run_parent(self, read_fds: list[int]) -> list[list[int]]:
+        views = self._views()
+        try:
+            return self._share_jobs(read_fds, *views)
+        finally:
+            for view in views:  # the mmap cannot be closed while views of it exist
+                view.release()
+
+    def _share_jobs(self, read_fds: list[int], next_job, counts, ids) -> list[list[int]]:
+        errors: dict[int, BaseException] = {}
+        buffers = {fd: b"" for fd in read_fds}
+        open_fds = list(read_fds)
+
+        def drain(block: bool) -> None:
+            """Read the children's messages; collect each finished job, record each error."""
+            ready, _, _ = select.select(open_fds, [], [], None if block else 0)
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    open_fds.remove(fd)
+                    continue
+                data = buffers[fd] + chunk
+                while len(data) >= _MESSAGE.size:
+                    job, n_error = _MESSAGE.unpack_from(data)
+                    if len(data) < _MESSAGE.size + n_error:
+                        break
+                    if n_error:
+                        errors[job] = pickle.loads(data[_MESSAGE.size : _MESSAGE.size + n_error])
+                    else:
+                        self._collect(job, counts, ids)
+                    data = data[_MESSAGE.size + n_error :]
+                buffers[fd] = data
+
+        while (job := self._claim(next_job)) < len(self.ranges):
+            try:
+                a, b = self.ranges[job]
+                self.out[a:b] = self._encode_job(job)
+                self.jobs_done += 1
+            except Exception as exc:  # noqa: BLE001 - raised below, after the children stop
+                errors[job] = exc
+                with self.claim_lock:
+                    next_job[0] = len(self.ranges)
+            if open_fds:
+                drain(block=False)
+        while open_fds:
+            drain(block=True)
+        if errors:
+            raise errors[min(errors)]
+        if self.jobs_done != len(self.ranges):
+            raise RuntimeError("encode_batch: a worker process died before finishing its jobs")
+        return self.out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# ------------------------------------------------------------------------ spawn (no fork)
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_spawned_worker(tok: Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tok
+
+
+def _encode_texts(args: tuple[list[str], object, object]) -> list[list[int]]:
+    texts, allowed, disallowed = args
+    encode = _worker_tokenizer.encode
+    return [encode(text, allowed_special=allowed, disallowed_special=disallowed) for text in texts]
+
+
+def _encode_with_spawn(tok, texts, ranges, n_workers, allowed_special, disallowed_special):
+    jobs = [(texts[a:b], allowed_special, disallowed_special) for a, b in ranges]
+    out: list[list[int]] = []
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(n_workers, initializer=_init_spawned_worker, initargs=(tok,)) as pool:
+        for chunk in pool.imap(_encode_texts, jobs, chunksize=1):  # in job order = input order
+            out.extend(chunk)
+    return out
