@@ -330,6 +330,20 @@ def test_encode_batch_forked_children(tok, corpus_texts):
     assert parallel.encode_batch(tok, texts, workers=2, min_parallel_chars=0) == expected
 
 
+def test_encode_batch_huge_batches_go_in_segments(tok, corpus_texts, monkeypatch):
+    # The shared buffer is sized per forked round; a batch over MAX_SEGMENT_CHARS runs as several
+    # rounds whose results are concatenated in order.
+    from tokenizer import parallel
+
+    texts = corpus_texts[:300]
+    expected = [tok.encode(t) for t in texts]
+    monkeypatch.setattr(parallel, "MAX_SEGMENT_CHARS", sum(map(len, texts)) // 3)
+    segments = parallel._segments(texts, parallel.MAX_SEGMENT_CHARS)
+    assert len(segments) >= 3 and segments[0][0] == 0 and segments[-1][1] == len(texts)
+    assert all(b == c for (_, b), (c, _) in zip(segments, segments[1:]))
+    assert parallel.encode_batch(tok, texts, workers=2, min_parallel_chars=0) == expected
+
+
 def test_encode_batch_bad_input(tok):
     with pytest.raises(TypeError, match="texts"):
         tok.encode_batch("one string")

@@ -54,6 +54,8 @@ MIN_PARALLEL_CHARS = 1_000_000
 CHUNKS_PER_WORKER = 8
 # A UTF-8 character is at most 4 bytes and every id covers at least one byte.
 MAX_IDS_PER_CHAR = 4
+# Characters per forked round: bounds the shared buffer at 16 bytes a character (1 GiB).
+MAX_SEGMENT_CHARS = 64 * 2**20
 _MESSAGE = struct.Struct("=iI")  # (job index, 0 or length of a pickled exception that follows)
 
 
@@ -69,6 +71,18 @@ def split_balanced(texts: list[str], n_chunks: int) -> list[tuple[int, int]]:
             start, size = i + 1, 0
     if start < len(texts):
         ranges.append((start, len(texts)))
+    return ranges
+
+
+def _segments(texts: list[str], max_chars: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most max_chars characters (or one longer text)."""
+    ranges, start, size = [], 0, 0
+    for i, text in enumerate(texts):
+        if size and size + len(text) > max_chars:
+            ranges.append((start, i))
+            start, size = i, 0
+        size += len(text)
+    ranges.append((start, len(texts)))
     return ranges
 
 
@@ -94,6 +108,16 @@ def encode_batch(
     if n_workers <= 1 or sum(map(len, texts)) < min_parallel_chars:
         return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
                 for t in texts]
+
+    # The shared buffer is sized for the worst case (MAX_IDS_PER_CHAR ids of 4 bytes per character);
+    # untouched pages cost nothing, but the mapping itself must stay reasonable, so a huge batch is
+    # encoded as consecutive segments of at most MAX_SEGMENT_CHARS characters.
+    if sum(map(len, texts)) > MAX_SEGMENT_CHARS and len(texts) > 1:
+        out: list[list[int]] = []
+        for a, b in _segments(texts, MAX_SEGMENT_CHARS):
+            out.extend(encode_batch(tok, texts[a:b], n_workers, allowed_special=allowed_special,
+                                    disallowed_special=disallowed_special, min_parallel_chars=min_parallel_chars))
+        return out
 
     ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
     gc_was_enabled = gc.isenabled()
