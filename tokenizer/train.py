@@ -205,6 +205,9 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
         # HF, the merged pair's own count is left as it is: its heap entry and word list are used up.
         # Every pair a merge adds contains `new`, which occurs in no word yet, so new pairs are
         # counted locally: created[pair] = [count, word, word, ...], added to the tables at the end.
+        # (Recording a created pair is written out twice below, for the left and the right neighbour,
+        # rather than called as a helper: this is the innermost loop, and a call per rewrite costs
+        # more than the duplication.)
         created: dict[int, list[int]] = {}
         new_shifted = new << SHIFT
         b_shifted = b << SHIFT
