@@ -137,9 +137,13 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
         if not isinstance(text, str) or not text.strip():
             lengths.append(0)   # the data stage already skips these; raw files from elsewhere may not
             continue
-        encoded = tok.encode_ordinary(text)
+        # Packed ids straight from the tokenizer's cache: no Python int is made for any token.
+        encoded = tok.encode_to_array(text, disallowed_special=())  # = encode_ordinary
         flat.append(eot)
-        flat.extend(encoded)
+        if encoded.typecode == flat.typecode:
+            flat.extend(encoded)  # a memcpy
+        else:  # uint16 ids into uint32 shards
+            flat.fromlist(encoded.tolist())
         lengths.append(len(encoded) + 1)
     return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes(), len(ids)
 

@@ -294,6 +294,27 @@ def test_encode_single_piece(tok):
     assert tok.decode(tok.encode_single_piece(b" world")) == " world"
 
 
+def test_encode_to_array_is_encode_packed(tok, tiktoken_gpt2, corpus_texts):
+    from array import array
+
+    text = "x<|endoftext|>y " + corpus_texts[0]
+    ids = tok.encode_to_array(text, allowed_special="all")
+    assert isinstance(ids, array) and ids.typecode == "H"  # GPT-2's 50,257 ids fit in uint16
+    assert ids.tolist() == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert tok.encode_to_array(text, disallowed_special=()).tolist() == tok.encode_ordinary(text)
+    assert tok.encode_to_array("").tolist() == []
+    assert tok.encode_to_array("\ud800 lone").tolist() == tiktoken_gpt2.encode("\ud800 lone")
+    with pytest.raises(ValueError, match="disallowed special token"):
+        tok.encode_to_array(text)
+    with pytest.raises(TypeError, match="encode_to_array"):
+        tok.encode_to_array(b"bytes")
+    # A vocabulary with ids over 65535 packs them as uint32, in the cache and in the result.
+    big_ids = Tokenizer({bytes([b]): b for b in range(256)}, {"<|big|>": 70_000})
+    wide = big_ids.encode_to_array("ab<|big|>", allowed_special="all")
+    assert wide.typecode == "I" and wide.tolist() == [97, 98, 70_000]
+    assert big_ids.encode("ab<|big|>", allowed_special="all") == [97, 98, 70_000]
+
+
 # --------------------------------------------------------------------------------------- batch
 def test_encode_batch_in_order(tok, tiktoken_gpt2, corpus_texts):
     texts = corpus_texts[:200] + ["", "<|endoftext|> x"]

@@ -42,13 +42,21 @@ re-warming (cheaper than LRU bookkeeping on every hit).
 ChunkCache goes one level up (GPT-2's regex only): it maps a *chunk* -- leading whitespace plus
 a run of non-whitespace, e.g. " dog," -- to its ids, so a chunk seen before skips the
 pre-tokenisation regex as well as BPE. pattern.py proves that chunk boundaries are always piece
-boundaries, which is what makes it exact. With warm caches, encoding a text is one cheap
-`re.findall` plus one dict lookup per chunk, all in C.
+boundaries, which is what makes it exact.
+
+The cached ids are *packed*: a bytes object holding them as native uint16 (uint32 for a
+vocabulary over 65,536 ids), not a list of Python ints. So the ids of a whole text are one
+`b"".join` of cached values, which touches one small object per chunk instead of a list and an
+int object per token; memoryview(...).cast(...).tolist() then makes the list in one C loop. And
+the packed form is what anything leaving the process needs anyway (a shard on disk, a worker's
+result in shared memory), so that path never creates Python ints at all. With warm caches,
+encoding a text is one cheap `re.findall`, one dict lookup per chunk and one join, all in C.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable
 
 # Larger than any rank: "this pair is not in the vocabulary".
@@ -56,7 +64,8 @@ NO_RANK = 1 << 62
 # Pieces at least this long use the heap (O(n log n)) instead of the rescanning loop (O(n^2)).
 # tiktoken uses 100 too; below it the simple loop's lower constant wins.
 HEAP_THRESHOLD = 100
-# Default cap on cache entries; each entry is ~100-200 bytes, so ~50-100 MB at most per cache.
+# Default cap on cache entries; an entry (key string, packed ids, dict slot) is ~100-150 bytes,
+# so ~50-75 MB at most.
 DEFAULT_CACHE_SIZE = 500_000
 
 
@@ -185,8 +194,13 @@ def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     return merges
 
 
+def id_typecode(n_vocab: int) -> str:
+    """`array` typecode that holds every id below n_vocab: 'H' (uint16) or 'I' (uint32)."""
+    return "H" if n_vocab <= 1 << 16 else "I"
+
+
 class PieceCache(dict):
-    """pre-token string -> list of ids; a miss runs BPE once and remembers the answer.
+    """pre-token string -> its ids, packed (bytes of `typecode` items); a miss runs BPE once.
 
     Subclassing dict with __missing__ keeps the hit path entirely in C:
     `map(cache.__getitem__, pieces)` never enters Python code for a word seen before.
@@ -194,13 +208,17 @@ class PieceCache(dict):
     propagates (nothing is stored) and the caller repairs the text the way tiktoken does.
     """
 
-    def __init__(self, ranks: dict[bytes, int], max_size: int = DEFAULT_CACHE_SIZE):
+    def __init__(self, ranks: dict[bytes, int], typecode: str, max_size: int = DEFAULT_CACHE_SIZE):
         super().__init__()
         self.ranks = ranks
+        self.typecode = typecode
         self.max_size = max_size
 
-    def __missing__(self, piece: str) -> list[int]:
-        ids = bpe_ids(piece.encode("utf-8"), self.ranks)
+    def packed_bpe(self, piece: str) -> bytes:
+        return array(self.typecode, bpe_ids(piece.encode("utf-8"), self.ranks)).tobytes()
+
+    def __missing__(self, piece: str) -> bytes:
+        ids = self.packed_bpe(piece)
         if len(self) >= self.max_size:
             self.clear()
         self[piece] = ids
@@ -208,7 +226,7 @@ class PieceCache(dict):
 
 
 class ChunkCache(PieceCache):
-    """text -> list of ids for chunks (several pre-tokens, see pattern.py) *and* single pieces.
+    """text -> packed ids for chunks (several pre-tokens, see pattern.py) *and* single pieces.
 
     A miss runs the pre-tokenisation regex on the chunk alone; each piece is then looked up in
     this same dict (BPE on a miss) and the chunk's ids are stored. Exact because chunk boundaries
@@ -218,24 +236,25 @@ class ChunkCache(PieceCache):
     one-piece chunk such as " dog" therefore costs one BPE and one entry, not two.
     """
 
-    def __init__(self, ranks: dict[bytes, int], split_pieces: Callable[[str], list[str]],
+    def __init__(self, ranks: dict[bytes, int], typecode: str, split_pieces: Callable[[str], list[str]],
                  max_size: int = DEFAULT_CACHE_SIZE):
-        super().__init__(ranks, max_size)
+        super().__init__(ranks, typecode, max_size)
         self.split_pieces = split_pieces
 
-    def __missing__(self, chunk: str) -> list[int]:
+    def __missing__(self, chunk: str) -> bytes:
         pieces = self.split_pieces(chunk)
         if len(self) >= self.max_size:
             self.clear()
         if len(pieces) == 1:
-            ids = bpe_ids(chunk.encode("utf-8"), self.ranks)
+            ids = self.packed_bpe(chunk)
         else:
-            ids = []
-            get, ranks = self.get, self.ranks
+            parts = []
+            get = self.get
             for piece in pieces:
                 piece_ids = get(piece)
                 if piece_ids is None:
-                    piece_ids = self[piece] = bpe_ids(piece.encode("utf-8"), ranks)
-                ids += piece_ids
+                    piece_ids = self[piece] = self.packed_bpe(piece)
+                parts.append(piece_ids)
+            ids = b"".join(parts)
         self[chunk] = ids
         return ids

@@ -10,6 +10,9 @@ Step 3 only ever sees one piece, so its result can be cached per piece; with GPT
 step 2 can be skipped too for text seen before, by caching whole chunks such as " dog," (pattern.py
 proves where chunks may be cut; bpe.ChunkCache holds chunks and pieces in one dict). The cache is
 exact: it stores the output of a pure function of its key, and the tokenizer never changes.
+Cached ids are packed into bytes (uint16 or uint32), so every encode first builds the packed ids
+of the whole text with one join; encode() unpacks them into a list, encode_to_array() and
+encode_batch()'s worker processes pass them on as they are (see bpe.py, parallel.py).
 
 Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
 files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
@@ -19,16 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from base64 import b64encode
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
 import regex
 
-from .bpe import DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges
+from .bpe import DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges, id_typecode
 from .pattern import GPT2_PATTERN, chunk_splitter, piece_splitter
 
 EOT = "<|endoftext|>"
@@ -97,6 +100,9 @@ class Tokenizer:
 
         self._decoder: dict[int, bytes] = {rank: token for token, rank in ranks.items()}
         self._decoder.update({ident: s.encode("utf-8") for s, ident in specials.items()})
+        # How packed ids are stored: 'H' (uint16) covers GPT-2's 50,257 ids, 'I' (uint32) anything larger.
+        self._typecode = id_typecode(max(self._decoder) + 1)
+        self._packed_specials = {s: array(self._typecode, [ident]).tobytes() for s, ident in specials.items()}
         self._special_regex = (
             regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
             if specials else None
@@ -106,10 +112,10 @@ class Tokenizer:
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
-            self._cache: PieceCache = ChunkCache(ranks, self._split_pieces, cache_size)
+            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size)
             self._split_text = split_chunks
         else:
-            self._cache = PieceCache(ranks, cache_size)
+            self._cache = PieceCache(ranks, self._typecode, cache_size)
             self._split_text = self._split_pieces
         self._lookup = self._cache.__getitem__
 
@@ -172,12 +178,7 @@ class Tokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, treating special-token text like any other text. Fastest entry point."""
         _check_str(text, "encode_ordinary")
-        try:
-            # All C-level on cache hits: a regex findall, then one dict lookup per chunk.
-            return list(chain.from_iterable(map(self._lookup, self._split_text(text))))
-        except UnicodeEncodeError:
-            text = _repair_surrogates(text)
-            return list(chain.from_iterable(map(self._lookup, self._split_text(text))))
+        return memoryview(self._packed_ordinary(text)).cast(self._typecode).tolist()
 
     def encode(
         self,
@@ -192,7 +193,38 @@ class Tokenizer:
         disallowed_special: special tokens whose text raises ValueError (default: all the ones not
         allowed, so a document can never smuggle in an <|endoftext|>); () encodes them as text.
         """
-        _check_str(text, "encode")
+        packed = self._encode_packed(text, allowed_special, disallowed_special, "encode")
+        return memoryview(packed).cast(self._typecode).tolist()
+
+    def encode_to_array(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> array:
+        """encode(), but the ids come as a compact `array.array` (typecode 'H' = uint16 when every id
+        fits, else 'I' = uint32) instead of a list, and no Python int is ever made for them.
+
+        The way to hand ids to numpy (np.frombuffer(ids, np.uint16), no copy) or to a file, like
+        tiktoken's encode_to_numpy; `encode_to_array(text, disallowed_special=())` is
+        encode_ordinary's semantics.
+        """
+        ids = array(self._typecode)
+        ids.frombytes(self._encode_packed(text, allowed_special, disallowed_special, "encode_to_array"))
+        return ids
+
+    def _packed_ordinary(self, text: str) -> bytes:
+        """The ids of `text` as ordinary text, packed (see bpe.py): the core of every encode."""
+        try:
+            # All C-level on cache hits: a regex findall, one dict lookup per chunk, one join.
+            return b"".join(map(self._lookup, self._split_text(text)))
+        except UnicodeEncodeError:
+            return b"".join(map(self._lookup, self._split_text(_repair_surrogates(text))))
+
+    def _encode_packed(self, text: str, allowed_special, disallowed_special, func: str) -> bytes:
+        """encode()'s ids, packed; `func` names the public method in error messages."""
+        _check_str(text, func)
         if allowed_special == "all":
             allowed = self._all_specials
         else:
@@ -208,11 +240,11 @@ class Tokenizer:
             if found:
                 raise_disallowed_special_token(min(found, key=lambda s: (text.find(s), -len(s))))
         if not allowed:
-            return self.encode_ordinary(text)
+            return self._packed_ordinary(text)
         try:
-            return self._encode_with_specials(text, allowed)
+            return self._packed_with_specials(text, allowed)
         except UnicodeEncodeError:
-            return self._encode_with_specials(_repair_surrogates(text), allowed)
+            return self._packed_with_specials(_repair_surrogates(text), allowed)
 
     @staticmethod
     def _check_special_set(value: object, arg: str) -> frozenset[str]:
@@ -220,12 +252,13 @@ class Tokenizer:
             raise TypeError(f"encode() argument {arg!r} must be 'all' or a collection of str, not {value!r}")
         return frozenset(value)
 
-    def _encode_with_specials(self, text: str, allowed: frozenset[str]) -> list[int]:
+    def _packed_with_specials(self, text: str, allowed: frozenset[str]) -> bytes:
         """Cut at allowed special tokens (like tiktoken: the next match of *any* special token; one
         that is not allowed is skipped by searching again one character later)."""
-        ids: list[int] = []
+        parts: list[bytes] = []
         start = 0
         search = self._special_regex.search if self._special_regex is not None else None
+        lookup, split = self._lookup, self._split_text
         while True:
             match = None
             find_from = start
@@ -236,10 +269,10 @@ class Tokenizer:
                 find_from = match.start() + 1
             end = match.start() if match else len(text)
             if end > start:
-                ids.extend(chain.from_iterable(map(self._lookup, self._split_text(text[start:end]))))
+                parts.extend(map(lookup, split(text[start:end])))
             if match is None:
-                return ids
-            ids.append(self._special_tokens[match.group()])
+                return b"".join(parts)
+            parts.append(self._packed_specials[match.group()])
             start = match.end()
 
     def encode_batch(

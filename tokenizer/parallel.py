@@ -2,22 +2,24 @@
 
 Python threads cannot run BPE in parallel (the GIL), so we use processes. The hard part is not
 the encoding but getting millions of token ids back: the caller must end up with a Python int
-object for every token, and creating (and later freeing) those costs about a fifth of what
-encoding them costs on warm caches, where encode() itself creates no ints at all (it copies
-references out of the cache). So the design minimises all that is not encoding:
+object for every token, and only the caller can make those. So the work is split where the
+packed ids are (bpe.py): encoding a text is "packed ids of the text" (regex, cache lookups, one
+join: most of the work) then "unpack into a list of ints" (one C loop, ~15% of it on warm caches).
+A child does only the first part and the caller does the second part for everyone:
 
-  - the calling process is one of the `workers`: ids it encodes itself need no conversion at
-    all, so with 2 workers it encodes about half the texts and one forked child the rest;
+  - the calling process is one of the `workers`: it encodes texts itself and unpacks what the
+    children packed, so with 2 workers it encodes somewhat less than half the texts;
   - fork hands the child the tokenizer *and its warm caches* for free, and the texts too; no
     pickling, no Pool (whose start-up and result-handler thread cost tens of milliseconds);
   - the texts are cut into jobs (contiguous ranges of about equal character count, several per
     worker) that every process claims in order from a shared counter, so whoever is faster --
     the caller also converts, the child pays copy-on-write faults -- simply takes more jobs;
-  - a child writes a job's ids as a packed uint16 (uint32 for vocabularies over 65536) array
+  - a child copies each text's packed ids (uint16; uint32 for vocabularies over 65536) straight
     into one shared anonymous mmap, at an offset fixed in advance (a text of n characters has at
     most 4n ids: every id covers at least one UTF-8 byte), plus the per-text counts; then it
-    sends the job's number down a pipe. Four bytes per job through the pipe instead of ~1 MB
-    pickles, so no child ever waits on a full pipe and no reader thread competes for the GIL;
+    sends the job's number down a pipe. A child never makes an int for an id. Four bytes per job
+    through the pipe instead of ~1 MB pickles, so no child ever waits on a full pipe and no
+    reader thread competes for the GIL;
   - between its own jobs, the caller turns the child's finished jobs into lists
     (memoryview(...).tolist() per text: one C loop, the cheapest way to make the ints), so
     little is left to convert once the last job is done;
@@ -27,8 +29,8 @@ references out of the cache). So the design minimises all that is not encoding:
 If a text fails (say a disallowed special token), no new jobs are claimed and the error of the
 earliest failing job is raised, as encoding in order would. Without fork (macOS, Windows) a
 spawn Pool is used, correctness only: the tokenizer is pickled once per child (its definition,
-see Tokenizer.__reduce__) and the texts travel in the jobs. Small inputs are encoded in-process:
-starting a child costs more than it saves.
+see Tokenizer.__reduce__), the texts travel in the jobs and the packed ids come back as bytes.
+Small inputs are encoded in-process: starting a child costs more than it saves.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class _ForkedBatch:
     def __init__(self, tok, texts, ranges, n_workers, allowed_special, disallowed_special):
         self.tok, self.texts, self.ranges, self.n_children = tok, texts, ranges, n_workers - 1
         self.options = {"allowed_special": allowed_special, "disallowed_special": disallowed_special}
-        self.fmt = "H" if tok.n_vocab <= 1 << 16 else "I"
+        self.fmt = tok._typecode
         itemsize = array(self.fmt).itemsize
         # Where each job's ids go: offsets (in ids) bounded by MAX_IDS_PER_CHAR per character.
         self.id_offsets, total = [], 0
@@ -156,6 +158,12 @@ class _ForkedBatch:
         view = memoryview(self.shm)
         return (view[:4].cast("i"), view[4 : self.ids_start].cast("I"), view[self.ids_start :].cast(self.fmt))
 
+    def _packed_job(self, job: int) -> list[bytes]:
+        a, b = self.ranges[job]
+        encode, options = self.tok._encode_packed, self.options
+        return [encode(text, options["allowed_special"], options["disallowed_special"], "encode_batch")
+                for text in self.texts[a:b]]
+
     def _claim(self, next_job) -> int:
         with self.claim_lock:
             job = next_job[0]
@@ -173,9 +181,11 @@ class _ForkedBatch:
         code = 1
         try:
             next_job, counts, ids = self._views()
+            ids_bytes = ids.cast("B")
+            itemsize = ids.itemsize
             while (job := self._claim(next_job)) < len(self.ranges):
                 try:
-                    encoded = self._encode_job(job)
+                    encoded = self._packed_job(job)
                 except Exception as exc:  # noqa: BLE001 - sent to the caller, which raises it
                     with self.claim_lock:
                         next_job[0] = len(self.ranges)  # stop everyone claiming
@@ -188,11 +198,11 @@ class _ForkedBatch:
                     _write_all(write_fd, payload)
                     break
                 a = self.ranges[job][0]
-                position = self.id_offsets[job]
-                for i, text_ids in enumerate(encoded, a):
-                    n = len(text_ids)
-                    counts[i] = n
-                    ids[position : position + n] = array(self.fmt, text_ids)
+                position = self.id_offsets[job] * itemsize  # in bytes
+                for i, packed in enumerate(encoded, a):
+                    n = len(packed)
+                    counts[i] = n // itemsize
+                    ids_bytes[position : position + n] = packed
                     position += n
                 os.write(write_fd, _MESSAGE.pack(job, 0))  # the pipe also orders the memory writes
             code = 0
@@ -304,10 +314,10 @@ def _init_spawned_worker(tok: Tokenizer) -> None:
     _worker_tokenizer = tok
 
 
-def _encode_texts(args: tuple[list[str], object, object]) -> list[list[int]]:
+def _encode_texts(args: tuple[list[str], object, object]) -> list[bytes]:
     texts, allowed, disallowed = args
-    encode = _worker_tokenizer.encode
-    return [encode(text, allowed_special=allowed, disallowed_special=disallowed) for text in texts]
+    encode = _worker_tokenizer._encode_packed
+    return [encode(text, allowed, disallowed, "encode_batch") for text in texts]
 
 
 def _encode_with_spawn(tok, texts, ranges, n_workers, allowed_special, disallowed_special):
@@ -316,5 +326,5 @@ def _encode_with_spawn(tok, texts, ranges, n_workers, allowed_special, disallowe
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(n_workers, initializer=_init_spawned_worker, initargs=(tok,)) as pool:
         for chunk in pool.imap(_encode_texts, jobs, chunksize=1):  # in job order = input order
-            out.extend(chunk)
+            out.extend(memoryview(packed).cast(tok._typecode).tolist() for packed in chunk)
     return out
