@@ -328,13 +328,16 @@ def test_encode_batch_in_order(tok, tiktoken_gpt2, corpus_texts):
         encode_batch(tok, texts, workers=2, min_parallel_chars=0)
 
 
-def test_encode_batch_forked_children(tok, corpus_texts):
+def test_encode_batch_forked_children(tok, corpus_texts, monkeypatch):
     # 3 workers = this process and 2 forked children claiming jobs from one shared counter.
     from tokenizer import parallel
 
     texts = corpus_texts[:300]
     expected = [tok.encode(t) for t in texts]
     assert parallel.encode_batch(tok, texts, workers=3, min_parallel_chars=0) == expected
+    # The caller unpacks the children's jobs in the middle of its own jobs, too.
+    monkeypatch.setattr(parallel, "DRAIN_EVERY_CHARS", 1000)
+    assert parallel.encode_batch(tok, texts, workers=2, min_parallel_chars=0) == expected
     # Ids over 65535 travel as uint32 instead of uint16.
     big_ids = Tokenizer({bytes([b]): b for b in range(256)}, {"<|big|>": 70_000})
     many = ["ab<|big|>c", "x" * 50, "<|big|>", ""] * 40
@@ -438,15 +441,19 @@ def test_pickle_round_trip(tok):
     assert clone.fingerprint == tok.fingerprint and clone.encode("hello world") == [31373, 995]
 
 
-def test_split_balanced_covers_everything_in_order():
-    from tokenizer.parallel import split_balanced
+def test_split_guided_covers_everything_in_order():
+    from tokenizer.parallel import SMALLEST_JOB_SHARE, split_guided
 
     texts = ["x" * n for n in [5, 1, 1, 30, 2, 2, 2, 9, 0, 4]]
-    for n_chunks in [1, 2, 3, 8, 20]:
-        ranges = split_balanced(texts, n_chunks)
+    for n_workers in [1, 2, 3, 8, 20]:
+        ranges = split_guided(texts, n_workers)
         assert ranges[0][0] == 0 and ranges[-1][1] == len(texts)
         assert all(a < b for a, b in ranges) and all(r[1] == s[0] for r, s in zip(ranges, ranges[1:]))
-    assert split_balanced([], 4) == []
+    assert split_guided([], 4) == []
+    # Equal texts: jobs shrink (a share of what is left) down to the smallest size, then stay there.
+    sizes = [b - a for a, b in split_guided(["x"] * 10_000, 2)]
+    assert sizes[:3] == [2500, 1875, 1406] and sizes[-2] == 10_000 // SMALLEST_JOB_SHARE
+    assert all(x >= y for x, y in zip(sizes, sizes[1:])) and sum(sizes) == 10_000
 
 
 def test_encode_batch_with_spawn(monkeypatch):

@@ -11,21 +11,30 @@ A child does only the first part and the caller does the second part for everyon
     children packed, so with 2 workers it encodes somewhat less than half the texts;
   - fork hands the child the tokenizer *and its warm caches* for free, and the texts too; no
     pickling, no Pool (whose start-up and result-handler thread cost tens of milliseconds);
-  - the texts are cut into jobs (contiguous ranges of about equal character count, several per
-    worker) that every process claims in order from a shared counter, so whoever is faster --
-    the caller also converts, the child pays copy-on-write faults -- simply takes more jobs;
+  - the texts are cut into jobs (contiguous ranges of texts) that every process claims in order
+    from a shared counter, so whoever is faster -- the caller also unpacks, the child pays
+    copy-on-write faults -- simply takes more jobs. Job sizes shrink as the batch goes ("guided"
+    scheduling, as in OpenMP): each job is a fixed share of what is left, so the first jobs are
+    big (little bookkeeping) and the last ones small, and the process that finishes first waits at
+    most one small job for the other;
   - a child copies each text's packed ids (uint16; uint32 for vocabularies over 65536) straight
     into one shared anonymous mmap, at an offset fixed in advance (a text of n characters has at
     most 4n ids: every id covers at least one UTF-8 byte), plus the per-text counts; then it
     sends the job's number down a pipe. A child never makes an int for an id. Four bytes per job
     through the pipe instead of ~1 MB pickles, so no child ever waits on a full pipe and no
     reader thread competes for the GIL;
-  - between its own jobs, the caller turns the child's finished jobs into lists
-    (memoryview(...).tolist() per text: one C loop, the cheapest way to make the ints), so
-    little is left to convert once the last job is done;
+  - while it encodes its own jobs (every DRAIN_EVERY_CHARS characters, and between jobs) the
+    caller turns the child's finished jobs into lists (memoryview(...).cast(...).tolist() per
+    text: one C loop, the cheapest way to make the ints), so little is left to unpack once the
+    last job is done;
   - the cyclic garbage collector is paused meanwhile: the millions of new lists and ints would
     otherwise trigger it over and over (it rescans every container, caches included), although
     lists of ints can never form a cycle.
+With cold caches each process learns the words it meets by itself, so common words are learned
+once per process. (Publishing learned cache entries to the other processes through shared
+memory was measured and dropped: copying an entry costs ~0.5 us against ~5 us to learn it, but
+the common words are learned by everyone in the first moments anyway, and most of what arrives
+later is rare words nobody else needs; it cost more than it saved.)
 If a text fails (say a disallowed special token), no new jobs are claimed and the error of the
 earliest failing job is raised, as encoding in order would. Without fork (macOS, Windows) a
 spawn Pool is used, correctness only: the tokenizer is pickled once per child (its definition,
@@ -52,8 +61,13 @@ if TYPE_CHECKING:
 
 # Below this many characters in total a batch is encoded in the calling process.
 MIN_PARALLEL_CHARS = 1_000_000
-# Jobs per process: more balances uneven texts better, fewer means less bookkeeping.
-CHUNKS_PER_WORKER = 8
+# Guided job sizes: each job is 1/(GUIDED_SHARE * workers) of the characters not yet in a job,
+# but at least 1/SMALLEST_JOB_SHARE of all of them (with 2 workers: 1/4, 3/16, ... down to 1/64).
+GUIDED_SHARE = 2
+SMALLEST_JOB_SHARE = 64
+# While encoding its own job, the caller unpacks the children's finished jobs this often (a
+# select() call when nothing is ready: ~1 us every ~15 ms of encoding).
+DRAIN_EVERY_CHARS = 256 * 1024
 # A UTF-8 character is at most 4 bytes and every id covers at least one byte.
 MAX_IDS_PER_CHAR = 4
 # Characters per forked round: bounds the shared buffer at 16 bytes a character (1 GiB).
@@ -61,16 +75,20 @@ MAX_SEGMENT_CHARS = 64 * 2**20
 _MESSAGE = struct.Struct("=iI")  # (job index, 0 or length of a pickled exception that follows)
 
 
-def split_balanced(texts: list[str], n_chunks: int) -> list[tuple[int, int]]:
-    """Contiguous (start, stop) ranges of texts with roughly equal total characters, in order."""
-    total = sum(map(len, texts))
-    target = max(1, total // max(1, n_chunks))
+def split_guided(texts: list[str], n_workers: int) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) ranges of texts covering them in order, sized for guided scheduling:
+    a job takes 1/(GUIDED_SHARE * n_workers) of the characters left, never less than the smallest."""
+    remaining = sum(map(len, texts))
+    smallest = max(1, remaining // SMALLEST_JOB_SHARE)
+    target = max(smallest, remaining // (GUIDED_SHARE * n_workers))
     ranges, start, size = [], 0, 0
     for i, text in enumerate(texts):
         size += len(text)
         if size >= target:
             ranges.append((start, i + 1))
+            remaining -= size
             start, size = i + 1, 0
+            target = max(smallest, remaining // (GUIDED_SHARE * n_workers))
     if start < len(texts):
         ranges.append((start, len(texts)))
     return ranges
@@ -121,7 +139,7 @@ def encode_batch(
                                     disallowed_special=disallowed_special, min_parallel_chars=min_parallel_chars))
         return out
 
-    ranges = split_balanced(texts, n_workers * CHUNKS_PER_WORKER)
+    ranges = split_guided(texts, n_workers)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -158,12 +176,6 @@ class _ForkedBatch:
         view = memoryview(self.shm)
         return (view[:4].cast("i"), view[4 : self.ids_start].cast("I"), view[self.ids_start :].cast(self.fmt))
 
-    def _packed_job(self, job: int) -> list[bytes]:
-        a, b = self.ranges[job]
-        encode, options = self.tok._encode_packed, self.options
-        return [encode(text, options["allowed_special"], options["disallowed_special"], "encode_batch")
-                for text in self.texts[a:b]]
-
     def _claim(self, next_job) -> int:
         with self.claim_lock:
             job = next_job[0]
@@ -171,10 +183,32 @@ class _ForkedBatch:
                 next_job[0] = job + 1
             return job
 
-    def _encode_job(self, job: int) -> list[list[int]]:
+    def _encode_own_job(self, job: int, collect_finished) -> None:
+        """The caller encodes a job into self.out, stopping every DRAIN_EVERY_CHARS characters to
+        unpack what the children have finished: so unpacking keeps pace with the children however
+        big this job is, and little is left to unpack once the last job is done."""
         a, b = self.ranges[job]
-        encode, options = self.tok.encode, self.options
-        return [encode(text, **options) for text in self.texts[a:b]]
+        encode, options, texts, out = self.tok.encode, self.options, self.texts, self.out
+        since_drain = 0
+        for i in range(a, b):
+            out[i] = encode(texts[i], **options)
+            since_drain += len(texts[i])
+            if since_drain >= DRAIN_EVERY_CHARS:
+                collect_finished()
+                since_drain = 0
+
+    def _packed_job(self, job: int, counts, ids_bytes, itemsize: int) -> None:
+        """A child encodes a job's texts straight into shared memory: packed ids and counts."""
+        encode, texts = self.tok._encode_packed, self.texts
+        allowed, disallowed = self.options["allowed_special"], self.options["disallowed_special"]
+        a, b = self.ranges[job]
+        position = self.id_offsets[job] * itemsize  # in bytes
+        for i in range(a, b):
+            packed = encode(texts[i], allowed, disallowed, "encode_batch")
+            n = len(packed)
+            counts[i] = n // itemsize
+            ids_bytes[position : position + n] = packed
+            position += n
 
     def _child(self, write_fd: int) -> None:
         """Claim, encode and publish jobs until none is left. Never returns (os._exit)."""
@@ -182,10 +216,9 @@ class _ForkedBatch:
         try:
             next_job, counts, ids = self._views()
             ids_bytes = ids.cast("B")
-            itemsize = ids.itemsize
             while (job := self._claim(next_job)) < len(self.ranges):
                 try:
-                    encoded = self._packed_job(job)
+                    self._packed_job(job, counts, ids_bytes, ids.itemsize)
                 except Exception as exc:  # noqa: BLE001 - sent to the caller, which raises it
                     with self.claim_lock:
                         next_job[0] = len(self.ranges)  # stop everyone claiming
@@ -197,13 +230,6 @@ class _ForkedBatch:
                     os.write(write_fd, _MESSAGE.pack(job, len(payload)))
                     _write_all(write_fd, payload)
                     break
-                a = self.ranges[job][0]
-                position = self.id_offsets[job] * itemsize  # in bytes
-                for i, packed in enumerate(encoded, a):
-                    n = len(packed)
-                    counts[i] = n // itemsize
-                    ids_bytes[position : position + n] = packed
-                    position += n
                 os.write(write_fd, _MESSAGE.pack(job, 0))  # the pipe also orders the memory writes
             code = 0
         finally:
@@ -279,17 +305,19 @@ class _ForkedBatch:
                     data = data[_MESSAGE.size + n_error :]
                 buffers[fd] = data
 
+        def collect_finished() -> None:
+            if open_fds:
+                drain(block=False)
+
         while (job := self._claim(next_job)) < len(self.ranges):
             try:
-                a, b = self.ranges[job]
-                self.out[a:b] = self._encode_job(job)
+                self._encode_own_job(job, collect_finished)
                 self.jobs_done += 1
             except Exception as exc:  # noqa: BLE001 - raised below, after the children stop
                 errors[job] = exc
                 with self.claim_lock:
                     next_job[0] = len(self.ranges)
-            if open_fds:
-                drain(block=False)
+            collect_finished()
         while open_fds:
             drain(block=True)
         if errors:
