@@ -88,6 +88,9 @@ def stdlib_sources() -> list[str]:
     excluded): a large, real, offline corpus. Files that are not valid UTF-8 are decoded leniently."""
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+    if len(paths) < 100:
+        raise SystemExit(f"bench-encode: only {len(paths)} .py files under {root}; the large-input case needs "
+                         "an interpreter whose standard library ships as source files")
     return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
 
 
