@@ -140,10 +140,7 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
         # Packed ids straight from the tokenizer's cache: no Python int is made for any token.
         encoded = tok.encode_to_array(text, disallowed_special=())  # = encode_ordinary
         flat.append(eot)
-        if encoded.typecode == flat.typecode:
-            flat.extend(encoded)  # a memcpy
-        else:  # uint16 ids into uint32 shards
-            flat.fromlist(encoded.tolist())
+        flat.extend(encoded)  # a memcpy: tokenizer and shards both use uint16 up to 65,536 ids, else uint32
         lengths.append(len(encoded) + 1)
     return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes(), len(ids)
 

@@ -101,7 +101,7 @@ class Tokenizer:
         self._decoder: dict[int, bytes] = {rank: token for token, rank in ranks.items()}
         self._decoder.update({ident: s.encode("utf-8") for s, ident in specials.items()})
         # How packed ids are stored: 'H' (uint16) covers GPT-2's 50,257 ids, 'I' (uint32) anything larger.
-        self._typecode = id_typecode(max(self._decoder) + 1)
+        self._typecode = id_typecode(self.n_vocab)
         self._packed_specials = {s: array(self._typecode, [ident]).tobytes() for s, ident in specials.items()}
         self._special_regex = (
             regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
