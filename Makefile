@@ -9,7 +9,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 STAMP      := $(VENV)/.installed
-# The CPU wheel of torch that lies on this kind of machine's disk; GPU machines get a CUDA build instead.
+# The CPU wheel of torch (small; installed where no GPU is present); GPU machines get pip's default CUDA build.
 TORCH_CPU  ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
@@ -21,12 +21,12 @@ help:
 	@echo "make lint             ruff"
 	@echo "make data|tokenizer|shards|inspect|pretrain|sample|eval|serve   (CONFIG=$(CONFIG))"
 	@echo "make hellaswag|export-hf|gpu-check    evaluation, HF export, GPU throughput check"
-	@echo "make bench            all benchmarks (bench-encode, bench-train, bench-shards, bench-serve; BENCHMARKS.md)"
+	@echo "make bench            all benchmarks (bench-encode, bench-learn-bpe, bench-shards, bench-serve; BENCHMARKS.md)"
 
 setup: $(STAMP)
 
 # Install torch first so that the project's loose `torch>=...` requirement is already satisfied:
-# without a GPU we take the CPU wheel (small, on disk here); with one, pip's default CUDA build.
+# without a GPU we take the CPU wheel (a fraction of the download); with one, pip's default CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -46,5 +46,6 @@ lint: $(STAMP)
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache
 
-# Each issue's targets live in their own file so that stages stay readable on their own.
+# Each group of targets lives in its own file under mk/ (data pipeline, pretraining, model export,
+# service, tokenizer benchmarks), so that each one reads on its own.
 include $(sort $(wildcard mk/*.mk))

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.report import markdown_table, stamp, update_section
+from harness.service_process import ServiceProcess
+from service.client import TokenizerClient
 from tokenizer import Tokenizer
-from tokenizer.client import TokenizerClient
-from tokenizer.serve import ServiceProcess
 
 BATCH_DOCS = 64  # documents per /v1/encode request in the throughput test
 

@@ -47,10 +47,10 @@ def gpt2_files() -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------- setup
 def prepare(root: Path, copies: int) -> Path:
     """A recipe whose raw/ holds the corpus `copies` times and whose tokenizer/ is GPT-2."""
-    from pipelines import manifest as mf
+    from contract import manifest as mf
+    from contract.recipe import load_recipe
     from pipelines.data import ROW_GROUP_ROWS
     from pipelines.data import run as run_data
-    from pipelines.recipe import load_recipe
     from tokenizer import Tokenizer
 
     recipe_path = root / "bench.toml"
@@ -79,13 +79,13 @@ def prepare(root: Path, copies: int) -> Path:
                 p.unlink()
         manifest = mf.read_manifest(raw)
         manifest["outputs"] = [mf.output_entry(p, raw) for p in outputs]
-        mf.write_json_atomic(raw / "manifest.json", manifest)
+        mf.write_manifest(raw, manifest)
 
     tok = Tokenizer.from_gpt2_files(*gpt2_files())
     tok_dir = recipe.stage_dir("tokenizer")
     tok_dir.mkdir(parents=True, exist_ok=True)
     tok.save(tok_dir / "tokenizer.ljt.json")
-    mf.write_json_atomic(tok_dir / "manifest.json", {
+    mf.write_manifest(tok_dir, {
         "stage": "tokenizer", "config": {"pretrained": "gpt2"}, "inputs": {},
         "tokenizer": {"fingerprint": tok.fingerprint, "name": tok.name, "n_vocab": tok.n_vocab,
                       "eot_id": tok.eot_id, "special_tokens": tok.special_tokens, "file": "tokenizer.ljt.json"},
@@ -96,7 +96,7 @@ def prepare(root: Path, copies: int) -> Path:
 
 # ------------------------------------------------------------------------- the two pipelines
 def run_ours(recipe_path: Path, workers: int) -> dict:
-    from pipelines.recipe import load_recipe
+    from contract.recipe import load_recipe
     from pipelines.shards import run
 
     recipe = load_recipe(recipe_path)
@@ -131,8 +131,8 @@ def run_reference(recipe_path: Path, workers: int) -> dict:
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    from pipelines.data import raw_files
-    from pipelines.recipe import load_recipe
+    from contract.raw import raw_files
+    from contract.recipe import load_recipe
     from tokenizer.pattern import GPT2_PATTERN
 
     recipe = load_recipe(recipe_path)

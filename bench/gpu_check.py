@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.synthetic_shards import random_documents, write_shards
 from train.config import EvalSection, ModelSection, PretrainConfig, TrainSection, WandbSection
-from train.synthetic import random_documents, write_shards
 
 GPT2_VOCAB = 50257
 DRY_RUN_VOCAB = 1024  # keeps the CPU dry run to seconds; the GPU run uses GPT-2's vocabulary

@@ -14,6 +14,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tokenizer.atomic_write import write_text_atomic
+
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEvery ratio is measured against its named reference in the same run, on the machine named.\n"
 
@@ -54,9 +56,7 @@ def update_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:

@@ -6,4 +6,4 @@ CKPT ?= $(ART)/pretrain/ckpt.pt
 OUT  ?= $(ART)/hf-export
 .PHONY: export-hf
 export-hf: $(STAMP)
-	$(PY) -m model.hf export $(CKPT) $(OUT) --tokenizer $(ART)/tokenizer/tokenizer.ljt.json
+	$(PY) -m pipelines.hf export $(CKPT) $(OUT) --tokenizer $(ART)/tokenizer/tokenizer.ljt.json

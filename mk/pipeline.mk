@@ -1,4 +1,4 @@
-# The data pipeline: make data -> make tokenizer -> make shards -> make inspect   (issue 3)
+# The data pipeline: make data -> make tokenizer -> make shards -> make inspect
 #
 #   make shards                                 whole chain for $(CONFIG); up-to-date stages are skipped
 #   make shards CONFIG=configs/fineweb-edu-10B.toml
@@ -30,7 +30,7 @@ data: $(STAMP)
 	$(PY) -m pipelines.data $(PIPELINE_ARGS) $(call pipeline_force,data)
 
 tokenizer: data
-	$(PY) -m pipelines.train_tokenizer $(PIPELINE_ARGS) $(call pipeline_force,tokenizer)
+	$(PY) -m pipelines.learn_tokenizer $(PIPELINE_ARGS) $(call pipeline_force,tokenizer)
 
 shards: tokenizer
 	$(PY) -m pipelines.shards $(PIPELINE_ARGS) $(call pipeline_force,shards)

@@ -1,4 +1,4 @@
-# Pretraining (issue 4): make pretrain -> make sample / make eval / make hellaswag
+# Pretraining: make pretrain -> make sample / make eval / make hellaswag
 #
 #   make pretrain                         data -> tokenizer -> shards (cheap when up to date) -> train
 #   make pretrain RESUME=1                continue from artifacts/<recipe>/pretrain/ckpt.pt

@@ -1,4 +1,4 @@
-# Tokenisation service (issue 5): serve one tokenizer over HTTP/JSON with several worker processes.
+# Tokenisation service: serve one tokenizer over HTTP/JSON with several worker processes.
 #
 #   make serve                                   the recipe's tokenizer (built first if needed) on 127.0.0.1:8000
 #   make serve PORT=9000 WORKERS=4               overrides; HOST=0.0.0.0 exposes it (no authentication!)
@@ -26,7 +26,7 @@ serve_needs := $(if $(GPT2_ENCODER)$(TOKENIZER),,tokenizer)
 .PHONY: serve bench-serve
 
 serve: $(STAMP) $(serve_needs)
-	$(PY) -m tokenizer.serve --config $(CONFIG) $(serve_source) $(serve_flags) $(SERVE_ARGS)
+	$(PY) -m service --config $(CONFIG) $(serve_source) $(serve_flags) $(SERVE_ARGS)
 
 bench-serve: $(STAMP)
 	$(PY) -m bench.bench_serve

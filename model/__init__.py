@@ -1,4 +1,4 @@
-"""GPT-2 model: `GPT`, `GPTConfig`, `PRESETS` (model/gpt.py); Hugging Face interop lives in model/hf.py."""
+"""GPT-2 model: `GPT`, `GPTConfig`, `PRESETS` (model/gpt.py); Hugging Face weight conversion lives in model/hf.py."""
 
 from model.gpt import GPT, PRESETS, GPTConfig, KVCache, sample_next
 

@@ -238,11 +238,13 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def flops_per_token(self) -> int:
+    def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token, PaLM form: 6N (forward+backward matmuls with the weights) + 12*L*H*Q*T
-        (attention scores and weighted sum over a full context T). N excludes position embeddings and padding."""
+        (attention scores and weighted sum over a context of T = seq_len tokens, default block_size).
+        N excludes position embeddings and padding. The numerator of MFU."""
         c = self.config
-        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
+        t = seq_len or c.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_head * c.head_dim * t
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from model.gpt import GPT, LAYER_NORM_EPS, GPTConfig
+from tokenizer.atomic_write import atomic_path, write_text_atomic
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # note: ".attn.bias", not ".attn.c_attn.bias"
@@ -245,17 +245,6 @@ def hf_state_dict(model: GPT, dtype: torch.dtype | None = None) -> dict[str, tor
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_hf(
     model: GPT, directory: str | os.PathLike, eos_token_id: int | None = None, dtype: torch.dtype | None = None
 ) -> Path:
@@ -274,114 +263,7 @@ def export_hf(
     tensors = hf_state_dict(model, dtype)
     hf_config = hf_config_dict(config, eos_token_id, tensors["transformer.wte.weight"].dtype)
     # weights first, config last: a directory with a config.json is complete
-    _atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2) + "\n"))
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    write_text_atomic(directory / "config.json", json.dumps(hf_config, indent=2) + "\n")
     return directory
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def _load_tokenizer(directory: Path):
-    """The tokenizer that ships with a checkpoint directory: ours (tokenizer.ljt.json, written by `export`)
-    or GPT-2's vocab.json + merges.txt (the files of every transformers GPT-2 directory; same format as
-    OpenAI's encoder.json + vocab.bpe)."""
-    from tokenizer import Tokenizer
-
-    if (directory / "tokenizer.ljt.json").is_file():
-        return Tokenizer.load(directory / "tokenizer.ljt.json")
-    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        return Tokenizer.from_gpt2_files(directory / "vocab.json", directory / "merges.txt")
-    raise FileNotFoundError(f"{directory}: no tokenizer.ljt.json and no vocab.json + merges.txt to decode with")
-
-
-def _export_checkpoint(checkpoint: Path, out: Path, tokenizer_path: Path | None, dtype: torch.dtype | None) -> None:
-    """A training checkpoint (dict with "model" state dict and "model_config") -> transformers directory."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{checkpoint}: cannot read the checkpoint (weights_only load): {e}") from e
-    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise ValueError(f"{checkpoint}: expected a training checkpoint with 'model' and 'model_config' entries")
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    eot = None
-    if tokenizer_path is not None:
-        from tokenizer import Tokenizer
-
-        tok = Tokenizer.load(tokenizer_path)
-        if tok.n_vocab > model.config.vocab_size:
-            raise ValueError(f"{tokenizer_path}: {tok.n_vocab} tokens do not fit the model's {model.config.vocab_size}")
-        eot = tok.eot_id
-        out.mkdir(parents=True, exist_ok=True)
-        tok.save(out / "tokenizer.ljt.json")  # for `python -m model.hf sample`
-        tok.save_hf(out)  # tokenizer.json + tokenizer_config.json, for transformers' AutoTokenizer
-    export_hf(model, out, eos_token_id=eot, dtype=dtype)
-    print(f"exported {checkpoint} (step {state.get('step', '?')}, {model.num_params(False):,} parameters) to {out}")
-
-
-def _check_against_transformers(directory: Path, seed: int) -> float:
-    """Max |logit difference| between our import and transformers' own GPT2LMHeadModel on random tokens."""
-    import transformers
-
-    ours = load_hf_gpt2(directory)
-    theirs = transformers.GPT2LMHeadModel.from_pretrained(directory).float().eval()
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, ours.config.vocab_size, (2, min(64, ours.config.block_size)), generator=g)
-    with torch.no_grad():
-        return (ours(idx)[0] - theirs(idx).logits).abs().max().item()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m model.hf", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sample", help="generate text from a transformers GPT-2 directory (offline)")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--prompt", default="Hello, I'm a language model,")
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
-    p = sub.add_parser("export", help="training checkpoint -> transformers directory")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("out", type=Path)
-    p.add_argument("--tokenizer", type=Path, help="tokenizer.ljt.json to ship alongside (and take eot from)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
-    p = sub.add_parser("check", help="compare our logits with transformers' on a directory")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    if args.command == "sample":
-        model = load_hf_gpt2(args.directory)
-        tok = _load_tokenizer(args.directory)
-        ids = tok.encode(args.prompt) or [tok.eot_id]
-        idx = torch.tensor([ids] * args.num_samples, dtype=torch.long)
-        out = model.generate(
-            idx, args.max_new_tokens, args.temperature, args.top_k,
-            generator=torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache,
-        )  # fmt: skip
-        for row in out.tolist():
-            print(tok.decode(row))
-            print("-" * 40)
-    elif args.command == "export":
-        _export_checkpoint(args.checkpoint, args.out, args.tokenizer, args.dtype and getattr(torch, args.dtype))
-    else:
-        diff = _check_against_transformers(args.directory, args.seed)
-        print(f"max |our logits - transformers logits| = {diff:.3g}")
-        return 0 if diff < 1e-3 else 1
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    try:
-        raise SystemExit(main())
-    except (ValueError, OSError) as e:  # bad input: one clear line, not a traceback
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None

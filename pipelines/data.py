@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +27,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import manifest as mf
-from pipelines.recipe import Recipe
+from contract import manifest as mf
+from contract.recipe import Recipe
 from pipelines.sources.records import SourceError, SourceRecord, decode_bytes, repair_surrogates
 from pipelines.stage_cli import stage_main
+from tokenizer.atomic_write import publish, temporary_path, write_json_atomic
 
 PROGRESS = "_progress.json"
 PART_PATTERN = "part-{:05d}.parquet"
@@ -102,7 +102,7 @@ class _PartWriter:
     """One raw parquet file, written under a temporary name in row groups, renamed when closed."""
 
     def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.path, self.tmp = path, temporary_path(path)
         self.rows: list[dict[str, Any]] = []
         self.chars = 0
         self.count = 0
@@ -138,11 +138,9 @@ class _PartWriter:
         self._flush()
         if self.writer is not None:
             self.writer.close()
-            # fsync before the rename: _progress.json (fsynced too) is about to vouch for this file,
-            # and a resume trusts every file it lists, so the file must reach the disk first.
-            with open(self.tmp, "rb") as f:
-                os.fsync(f.fileno())
-            self.tmp.replace(self.path)
+            # durable (fsync before the rename): _progress.json (fsynced too) is about to vouch for this
+            # file, and a resume trusts every file it lists, so the file must reach the disk first.
+            publish(self.tmp, self.path, durable=True)
 
 
 def _normalize(rec: SourceRecord, cfg: dict[str, Any], stats: dict[str, int]) -> dict[str, Any] | None:
@@ -229,7 +227,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         progress["files"].append(writer.path.name)
         progress["consumed"] = consumed
         progress["stream_state"] = stream.state()
-        mf.write_json_atomic(progress_path, progress)
+        write_json_atomic(progress_path, progress)
         writer = None
 
     try:
@@ -268,7 +266,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         "outputs": [mf.output_entry(out_dir / name, out_dir) for name in progress["files"]],
         "stats": stats,
     }
-    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
+    mf.write_manifest(out_dir, manifest)
     progress_path.unlink(missing_ok=True)
     log(f"data: {stats['documents']} documents, {stats['characters']:,} characters in {len(progress['files'])} "
         f"file(s) -> {out_dir} (skipped empty: {stats['skipped_empty']}, repaired: {stats['repaired_documents']})")
@@ -297,40 +295,6 @@ def _read_progress(path: Path, fp: str) -> dict[str, Any] | None:
     if not all((path.parent / name).is_file() for name in progress["files"]):
         return None
     return progress
-
-
-# ----------------------------------------------------------------------------------------- reading
-def raw_files(raw_dir: Path) -> list[Path]:
-    """The raw parquet files in order, from the data stage's manifest (which must exist)."""
-    manifest = mf.read_manifest(raw_dir)
-    if manifest is None:
-        raise FileNotFoundError(f"{raw_dir}/manifest.json is missing: run `make data` first")
-    return [raw_dir / out["path"] for out in manifest["outputs"]]
-
-
-def iter_raw_documents(raw_dir: Path, start: int = 0) -> Iterator[tuple[str, str]]:
-    """(id, text) of the raw documents in order, from document number `start` on.
-
-    Read one row group at a time (bounded memory: the data stage keeps row groups small). The
-    parquet footers give every row group's row count, so the documents before `start` are
-    skipped without reading them: the tokenizer report's held-out tail of a 10B-token corpus
-    costs a few footers, not a pass over every document.
-    """
-    for path in raw_files(raw_dir):
-        pf = pq.ParquetFile(path)
-        for group in range(pf.num_row_groups):
-            rows = pf.metadata.row_group(group).num_rows
-            if start >= rows:
-                start -= rows
-                continue
-            table = pf.read_row_group(group, columns=["id", "text"], use_threads=False)
-            ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
-            yield from zip(ids[start:], texts[start:])
-            start = 0
-
-
-def count_raw_documents(raw_dir: Path) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in raw_files(raw_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

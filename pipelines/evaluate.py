@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import sys
 
-from pipelines.recipe import RecipeError
+from contract.recipe import RecipeError
+from tokenizer.atomic_write import write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from contract.shard_format import ShardFormatError, ShardReader
     from pipelines.sample import load_run, pick_device
-    from pipelines.shard_format import ShardFormatError, ShardReader
     from train import hellaswag
     from train.checkpoint import CheckpointError
-    from train.evaluation import window_loss
     from train.loader import ContextTooLongError, TokenWindows, eval_window_ids
+    from train.val_loss import window_loss
 
     try:
         device = pick_device(args.device)
@@ -64,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = cfg.out_dir / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json_atomic(cfg.out_dir / "eval.json", result)
     return 0
 
 

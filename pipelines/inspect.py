@@ -8,7 +8,7 @@ With `--config` instead, the recipe's shard directory is used. Shows:
   - the most frequent tokens;
   - a PNG histogram of document lengths in tokens (--plot FILE; matplotlib's Agg backend, no display).
 `--json` prints the same facts as one JSON object for scripts. Everything is read through
-pipelines.shard_format.ShardReader, the same reader training uses, so what inspect shows is what
+contract.shard_format.ShardReader, the same reader training uses, so what inspect shows is what
 training gets.
 """
 
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.shard_format import MANIFEST_NAME, ShardFormatError, ShardReader
+from contract.shard_format import MANIFEST_NAME, ShardFormatError, ShardReader, damaged_files, shard_files
+from tokenizer.atomic_write import atomic_path
 
 BYTES_SAMPLE_TOKENS = 1_000_000   # bytes/token is measured on (up to) this many tokens per split
 COUNT_CHUNK = 1 << 24             # bincount in chunks: bounded memory on 100M-token shards
@@ -128,24 +129,15 @@ def plot_histogram(lengths_by_split: dict[str, np.ndarray], path: Path, title: s
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, durable=False) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temporary file ends in .tmp
     plt.close(fig)
-    tmp.replace(path)
 
 
 def collect(reader: ShardReader, only: str | None, verify: bool, doc_ids: set[str] | None, n_docs: int,
             seed: int, top: int, plot: Path | None) -> dict[str, Any]:
     """Every fact inspect reports, as plain data (the --json output)."""
-    tok = None
-    if reader.tokenizer_path is not None and reader.tokenizer_path.is_file():
-        from tokenizer import Tokenizer
-
-        tok = Tokenizer.load(reader.tokenizer_path)
-        if tok.fingerprint != reader.tokenizer_fingerprint:
-            raise ShardFormatError(f"{reader.tokenizer_path} is not the tokenizer these shards were made with "
-                                   f"(fingerprint {tok.fingerprint[:16]}... vs {reader.tokenizer_fingerprint[:16]}...)")
+    tok = reader.load_tokenizer(required=False)  # without it: statistics only, no decoded text
     shards = selected_shards(reader, only)
     facts: dict[str, Any] = {
         "path": str(reader.root), "format": reader.format, "format_version": reader.manifest["format_version"],
@@ -155,17 +147,10 @@ def collect(reader: ShardReader, only: str | None, verify: bool, doc_ids: set[st
                       "available": tok is not None},
         "splits": {}, "checksums": None, "documents": [], "top_tokens": [], "histogram": None,
     }
-    if verify:
-        from pipelines.manifest import sha256_file
-
-        checked, bad = 0, []
-        for entries in shards.values():
-            for e in entries:
-                pairs = [(e["path"], e["sha256"])] + ([(e["index"], e["index_sha256"])] if "index" in e else [])
-                for rel, expected in pairs:
-                    checked += 1
-                    if sha256_file(reader.root / rel) != expected:
-                        bad.append(rel)
+    if verify:  # every damaged file is listed, not just the first
+        entries = [e for split_entries in shards.values() for e in split_entries]
+        bad = [rel for e in entries for rel in damaged_files(reader.root, e)]
+        checked = sum(len(shard_files(e)) for e in entries)
         facts["checksums"] = {"files": checked, "ok": not bad, "mismatched": bad}
     counts = np.zeros(reader.vocab_size, dtype=np.int64)
     lengths_by_split = {}
@@ -246,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plot = args.plot
         if args.config:
-            from pipelines.recipe import RecipeError, load_recipe, parse_overrides
+            from contract.recipe import RecipeError, load_recipe, parse_overrides
 
             try:
                 recipe = load_recipe(args.config, parse_overrides(args.set))

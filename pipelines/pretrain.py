@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.recipe import RecipeError, load_recipe, parse_overrides
+from contract.recipe import RecipeError, load_recipe, parse_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imports after argument parsing: `--help` stays instant, and torch loads only when training.
-    from pipelines.shard_format import ShardFormatError
+    from contract.shard_format import ShardFormatError
     from train.checkpoint import CheckpointError
     from train.config import pretrain_config_from_recipe
     from train.loader import ContextTooLongError

@@ -11,27 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.recipe import RecipeError, load_recipe, parse_overrides
+from contract.recipe import RecipeError, load_recipe, parse_overrides
 
 
 def load_run(config: str, overrides: list[str], checkpoint: str | None, device: str):
     """(model, tokenizer, checkpoint state, PretrainConfig) for the recipe's trained model."""
-    from pipelines.shard_format import ShardReader
-    from tokenizer import Tokenizer
-    from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from contract.shard_format import ShardReader
+    from train.checkpoint import check_same_tokenizer, load_checkpoint, model_from_checkpoint
     from train.config import pretrain_config_from_recipe
 
     cfg = pretrain_config_from_recipe(load_recipe(config, parse_overrides(overrides)))
     state = load_checkpoint(checkpoint or cfg.out_dir, map_location="cpu")
+    # The shards name the tokenizer file; the checkpoint says which tokenizer its ids belong to.
     reader = ShardReader(cfg.shards_dir)
-    if reader.tokenizer_path is None or not reader.tokenizer_path.is_file():
-        raise FileNotFoundError(f"{cfg.shards_dir}: the manifest names no tokenizer file that exists "
-                                f"({reader.tokenizer_path})")
-    tok = Tokenizer.load(reader.tokenizer_path)
-    if tok.fingerprint != state["tokenizer_fingerprint"]:
-        raise CheckpointError(f"tokenizer fingerprint mismatch: {reader.tokenizer_path} is "
-                              f"{tok.fingerprint[:16]}..., the checkpoint was trained with "
-                              f"{state['tokenizer_fingerprint'][:16]}...")
+    tok = reader.load_tokenizer(required=True)
+    check_same_tokenizer(state, reader.tokenizer_fingerprint, source=checkpoint or cfg.out_dir)
     return model_from_checkpoint(state, device), tok, state, cfg
 
 
@@ -58,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipelines.shard_format import ShardFormatError
+    from contract.shard_format import ShardFormatError
     from train.checkpoint import CheckpointError
 
     try:

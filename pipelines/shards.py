@@ -8,7 +8,7 @@ themselves and encode whole row groups, so document text never crosses a process
 the packed token ids come back (one uint16/uint32 buffer per task). Tasks are submitted through a
 small window and their results consumed strictly in task order, which is why the output is byte
 for byte the same for any number of workers, and why memory stays bounded: at most `window`
-results are in flight, and the writer holds at most one shard (pipelines/shard_format.py).
+results are in flight, and the writer holds at most one shard (contract/shard_format.py).
 
 Validation split. A document goes to "val" when a hash of its id says so: either the hash falls
 below `val_fraction` of the hash space, or it is among the `val_documents` smallest hashes (chosen
@@ -35,19 +35,27 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines import manifest as mf
-from pipelines.recipe import Recipe
-from pipelines.shard_format import FORMAT_VERSION, ShardWriter, dtype_for_vocab
+from contract import manifest as mf
+from contract.recipe import Recipe
+from contract.shard_format import (
+    ShardFormatError,
+    ShardWriter,
+    damaged_files,
+    dtype_for_vocab,
+    load_matching_tokenizer,
+    shards_manifest,
+)
 from pipelines.stage_cli import stage_main
+from tokenizer.atomic_write import write_json_atomic
 
 PROGRESS = "_progress.json"
-TOKENIZER_FILE = "tokenizer.ljt.json"
 SPLITS = ("val", "train")
 
 
@@ -191,24 +199,12 @@ def stage_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def _intact(out_dir: Path, entry: dict[str, Any]) -> bool:
-    """A finished shard (and its index) still has the size and sha256 recorded when it was written."""
-    pairs = [(entry["path"], entry["bytes"], entry["sha256"])]
-    if "index" in entry:
-        pairs.append((entry["index"], entry["index_bytes"], entry["index_sha256"]))
-    for rel, size, digest in pairs:
-        p = out_dir / rel
-        if not p.is_file() or p.stat().st_size != size or mf.sha256_file(p) != digest:
-            return False
-    return True
-
-
 def _restore(progress: dict[str, Any], out_dir: Path) -> None:
     """Keep each split's longest prefix of intact shards; resume after the last of them."""
     for state in progress["splits"].values():
         good = []
         for entry in state["shards"]:
-            if not _intact(out_dir, entry):
+            if damaged_files(out_dir, entry):
                 break
             good.append(entry)
         state["shards"] = good
@@ -236,7 +232,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         return mf.read_manifest(out_dir)
     workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1
 
-    from pipelines.data import raw_files
+    from contract.raw import raw_files
 
     files = raw_files(raw_dir)
     tok_manifest = mf.read_manifest(tok_dir)
@@ -244,7 +240,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     if eot_id is None:
         raise ShardsStageError(f"{tok_dir}: the tokenizer has no <|endoftext|> token to separate documents")
     dtype = dtype_for_vocab(vocab_size)
-    tokenizer_path = tok_dir / TOKENIZER_FILE
+    tokenizer_path = recipe.tokenizer_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.remove_manifest(out_dir)
@@ -277,11 +273,8 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         rule = SplitRule(val_ids=select_val_ids(files, cfg["val_documents"]))
     splits = [s for s in SPLITS if s == "train" or rule.has_val]
 
-    from tokenizer import Tokenizer
-
-    tok = Tokenizer.load(tokenizer_path)
-    if tok.fingerprint != inputs["tokenizer_fingerprint"]:
-        raise ShardsStageError(f"{tokenizer_path} does not match its manifest's fingerprint: rerun `make tokenizer`")
+    tok = load_matching_tokenizer(tokenizer_path, inputs["tokenizer_fingerprint"],
+                                  f"{tok_dir / mf.MANIFEST} records")
     init_args = (tok, [str(p) for p in files], rule, dtype.str)
     pool = None
     if workers > 1:
@@ -292,6 +285,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
 
     from tqdm import tqdm
 
+    job = ShardsJob(out_dir, cfg["format"], cfg["shard_tokens"], dtype, eot_id, tasks, pool, workers, progress)
     t0 = time.perf_counter()
     try:
         for split in splits:
@@ -302,8 +296,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
                 continue
             bar = tqdm(total=total_docs, unit="doc", desc=f"shards {split}", disable=not progress_bar,
                        dynamic_ncols=True)
-            _encode_split(split, state, progress, progress_path, pool, tasks, workers, out_dir, cfg, dtype,
-                          eot_id, bar)
+            job.encode_split(split, bar)
             bar.close()
     finally:
         if pool is not None:
@@ -311,9 +304,15 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
             pool.join()
     elapsed = time.perf_counter() - t0
 
-    manifest = _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_path, tok_manifest,
-                               vocab_size, dtype, eot_id)
-    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
+    manifest = shards_manifest(
+        fmt=cfg["format"], vocab_size=vocab_size, eot_id=eot_id, shard_tokens=cfg["shard_tokens"],
+        tokenizer={"fingerprint": tok.fingerprint, "name": tok_manifest["tokenizer"].get("name"),
+                   "path": os.path.relpath(tokenizer_path, out_dir)},
+        splits={s: progress["splits"][s]["shards"] for s in splits},
+        skipped_empty={s: progress["splits"][s]["stats"]["skipped_empty"] for s in splits},
+        stage="shards", recipe=recipe.name, config=cfg, inputs=inputs,
+    )
+    mf.write_manifest(out_dir, manifest)
     progress_path.unlink(missing_ok=True)
     tokens = sum(manifest["splits"][s]["tokens"] for s in splits)
     log(f"shards: {tokens:,} tokens in " + ", ".join(
@@ -322,79 +321,63 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     return manifest
 
 
-def _encode_split(split, state, progress, progress_path, pool, tasks, workers, out_dir, cfg, dtype, eot_id, bar):
-    stats = state["stats"]
+@dataclass
+class ShardsJob:
+    """One run of the stage: the tasks to encode, the shards to cut, and the progress record that
+    makes the run resumable (each split's finished shards, with the input position after each)."""
 
-    def on_shard(entry: dict[str, Any]) -> None:
-        entry["skipped_empty"] = stats["skipped_empty"]   # counted up to the resume point (all, in the last)
-        state["shards"].append(entry)
-        mf.write_json_atomic(progress_path, progress, durable=False)
+    out_dir: Path
+    fmt: str
+    shard_tokens: int
+    dtype: np.dtype
+    eot_id: int
+    tasks: list[tuple[int, int]]   # (raw file, row group) in document order
+    pool: Any                      # a multiprocessing pool, or None to encode in this process
+    workers: int
+    progress: dict[str, Any]
 
-    resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
-    stats["skipped_empty"] = state["shards"][-1]["skipped_empty"] if state["shards"] else 0
-    start_position = tuple(resume["position"])
-    writer = ShardWriter(out_dir, split, cfg["format"], cfg["shard_tokens"], dtype, eot_id,
-                         next_index=len(state["shards"]), on_shard=on_shard)
-    for t, (rows, ids, packed, packed_lengths, group_rows) in _ordered_results(pool, tasks, start_position[0], split,
-                                                                              workers):
-        tokens = np.frombuffer(packed, dtype=dtype)
-        ends = np.cumsum(np.frombuffer(packed_lengths, dtype=np.uint64)).tolist()
-        start = 0
-        for row, doc_id, end in zip(rows, ids, ends):
-            if (t, row) >= start_position:
-                if end == start:
-                    stats["skipped_empty"] += 1
-                else:
-                    skip = resume["offset"] if (t, row) == start_position else 0
-                    writer.add(doc_id, tokens[start:end], [t, row], skip)
-            start = end
-        bar.update(group_rows)
-    writer.close()
-    state["done"] = True
-    state["stats"] = dict(stats)
-    mf.write_json_atomic(progress_path, progress, durable=False)
+    def save_progress(self) -> None:
+        # not durable: a resume re-checks every shard the record lists (damaged_files) before keeping it
+        write_json_atomic(self.out_dir / PROGRESS, self.progress, durable=False)
 
+    def encode_split(self, split: str, bar) -> None:
+        """Encode one split from where its progress record stops, cutting shards as they fill."""
+        state = self.progress["splits"][split]
+        stats = state["stats"]
 
-def _build_manifest(recipe, cfg, inputs, progress, splits, out_dir, tokenizer_path, tok_manifest, vocab_size,
-                    dtype, eot_id) -> dict[str, Any]:
-    split_info: dict[str, Any] = {}
-    outputs = []
-    for split in splits:
-        entries = [{k: v for k, v in e.items() if k not in ("resume", "skipped_empty")}
-                   for e in progress["splits"][split]["shards"]]
-        split_info[split] = {
-            "tokens": sum(e["tokens"] for e in entries),
-            "documents": sum(e["documents"] for e in entries),
-            "skipped_empty": progress["splits"][split]["stats"]["skipped_empty"],
-            "shards": entries,
-        }
-        for e in entries:
-            outputs.append({"path": e["path"], "bytes": e["bytes"], "sha256": e["sha256"]})
-            if "index" in e:
-                outputs.append({"path": e["index"], "bytes": e["index_bytes"], "sha256": e["index_sha256"]})
-    return {
-        "stage": "shards",
-        "format_version": FORMAT_VERSION,
-        "format": cfg["format"],
-        "recipe": recipe.name,
-        "tokenizer": {
-            "fingerprint": tok_manifest["tokenizer"]["fingerprint"],
-            "name": tok_manifest["tokenizer"].get("name"),
-            "path": os.path.relpath(tokenizer_path, out_dir),
-        },
-        "vocab_size": vocab_size,
-        "dtype": dtype.name,
-        "eot_id": eot_id,
-        "shard_tokens": cfg["shard_tokens"],
-        "config": cfg,
-        "inputs": inputs,
-        "splits": split_info,
-        "outputs": outputs,
-    }
+        def on_shard(entry: dict[str, Any]) -> None:
+            entry["skipped_empty"] = stats["skipped_empty"]   # counted up to the resume point (all, in the last)
+            state["shards"].append(entry)
+            self.save_progress()
+
+        resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
+        stats["skipped_empty"] = state["shards"][-1]["skipped_empty"] if state["shards"] else 0
+        start_position = tuple(resume["position"])
+        writer = ShardWriter(self.out_dir, split, self.fmt, self.shard_tokens, self.dtype, self.eot_id,
+                             next_index=len(state["shards"]), on_shard=on_shard)
+        results = _ordered_results(self.pool, self.tasks, start_position[0], split, self.workers)
+        for t, (rows, ids, packed, packed_lengths, group_rows) in results:
+            tokens = np.frombuffer(packed, dtype=self.dtype)
+            ends = np.cumsum(np.frombuffer(packed_lengths, dtype=np.uint64)).tolist()
+            start = 0
+            for row, doc_id, end in zip(rows, ids, ends):
+                if (t, row) >= start_position:
+                    if end == start:
+                        stats["skipped_empty"] += 1
+                    else:
+                        skip = resume["offset"] if (t, row) == start_position else 0
+                        writer.add(doc_id, tokens[start:end], [t, row], skip)
+                start = end
+            bar.update(group_rows)
+        writer.close()
+        state["done"] = True
+        state["stats"] = dict(stats)
+        self.save_progress()
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(run, "make shards: encode raw documents into token shards", (ShardsStageError,), argv)
+    return stage_main(run, "make shards: encode raw documents into token shards", (ShardsStageError, ShardFormatError),
+                      argv)
 
 
 if __name__ == "__main__":

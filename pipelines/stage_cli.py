@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from pipelines.recipe import Recipe, RecipeError, load_recipe, parse_overrides
+from contract.recipe import Recipe, RecipeError, load_recipe, parse_overrides
 
 
 def stage_main(run: Callable[..., object], description: str, stage_errors: tuple[type[BaseException], ...],

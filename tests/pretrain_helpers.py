@@ -2,7 +2,7 @@
 
 The tokenizer is GPT-2's 256 byte tokens + <|endoftext|> (no merges): built instantly, yet a real
 Tokenizer file the stage loads, so samples and HellaSwag go through the production path. Shards are
-written by train.synthetic (pipelines.shard_format's ShardWriter + a manifest in the reader's schema).
+written by harness.synthetic_shards (contract.shard_format's ShardWriter + a manifest in the reader's schema).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.synthetic_shards import write_shards as write_token_shards
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_ORDER
-from train.synthetic import write_shards as write_token_shards
 
 EOT = "<|endoftext|>"
 
@@ -76,7 +76,7 @@ def tiny_sections(**changes: dict) -> dict[str, dict]:
 
 def make_project(tmp: Path, texts: list[str], name: str = "t", n_val: int = 8, **changes: dict):
     """A recipe whose artifacts/<name>/shards hold `texts` (the last n_val documents are val)."""
-    from pipelines.recipe import load_recipe
+    from contract.recipe import load_recipe
     from train.config import pretrain_config_from_recipe
 
     art = tmp / "artifacts"

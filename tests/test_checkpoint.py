@@ -9,7 +9,7 @@ import pytest
 import torch
 from pretrain_helpers import byte_tokenizer, make_project, tiny_sections, write_recipe, write_shards
 
-from pipelines.recipe import load_recipe
+from contract.recipe import load_recipe
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.config import pretrain_config_from_recipe
 from train.trainer import pretrain
@@ -57,7 +57,7 @@ def test_checkpoint_contents_are_weights_only_safe(tmp_path, texts):
     assert state["tokenizer_fingerprint"] == byte_tokenizer().fingerprint
     assert state["model_config"]["n_embd"] == 32 and state["config"]["train"]["max_steps"] == 2
     assert isinstance(state["rng"][0]["torch_cpu"], torch.Tensor)
-    assert not list(cfg.out_dir.glob(".*tmp*"))  # no temporary file left behind
+    assert not list(cfg.out_dir.glob("*.tmp"))  # no temporary file left behind
 
 
 def test_save_is_atomic_and_loading_rejects_foreign_files(tmp_path):

@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pipeline_helpers import file_bytes, write_parquet, write_recipe
 
+from contract.recipe import load_recipe
 from pipelines import data
-from pipelines.recipe import load_recipe
 
 WORDS = "the of and to in is that for it as with was on be by this are from at or an which".split()
 
@@ -64,14 +64,13 @@ def _child(config: str, die_at: str | None) -> None:
         data._PartWriter.close = close_then_die
     elif die_at == "manifest":
         # Die after the manifest is written, before _progress.json is removed.
-        real_write = data.mf.write_json_atomic
+        real_write = data.mf.write_manifest
 
-        def write_then_die(path, obj, **kwargs):
-            real_write(path, obj, **kwargs)
-            if Path(path).name == "manifest.json":
-                os.kill(os.getpid(), signal.SIGKILL)
+        def write_then_die(stage_dir, manifest):
+            real_write(stage_dir, manifest)
+            os.kill(os.getpid(), signal.SIGKILL)
 
-        data.mf.write_json_atomic = write_then_die
+        data.mf.write_manifest = write_then_die
     os._exit(data.main(["--config", config, "--no-progress"]))
 
 

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_helpers import file_bytes, write_jsonl, write_parquet, write_recipe
 
+from contract.raw import iter_raw_documents, raw_files
+from contract.recipe import load_recipe
 from pipelines import data
-from pipelines.data import DataStageError, iter_raw_documents, raw_files
-from pipelines.recipe import load_recipe
+from pipelines.data import DataStageError
 from pipelines.sources import python_docs
 
 

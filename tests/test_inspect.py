@@ -9,9 +9,9 @@ import shutil
 import pytest
 from pipeline_helpers import write_recipe
 
-from pipelines import data, shards, train_tokenizer
+from contract.recipe import load_recipe
+from pipelines import data, learn_tokenizer, shards
 from pipelines import inspect as inspect_cli
-from pipelines.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +22,27 @@ def chain(tmp_path_factory):
                           data={"source": "python-docs", "max_documents": 300, "rows_per_file": 100},
                           tokenizer={"vocab_size": 400, "max_characters": 100_000, "heldout_documents": 10},
                           shards={"shard_tokens": 20_000, "val_documents": 10, "workers": 1})
-    for stage in (data, train_tokenizer, shards):
+    for stage in (data, learn_tokenizer, shards):
         assert stage.main(["--config", str(recipe), "--no-progress"]) == 0
     return recipe
 
 
 def test_stages_skip_when_up_to_date_and_force_redoes_one(chain, capsys):
     capsys.readouterr()
-    for stage in (data, train_tokenizer, shards):
+    for stage in (data, learn_tokenizer, shards):
         assert stage.main(["--config", str(chain), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.count("is up to date") == 3
-    assert train_tokenizer.main(["--config", str(chain), "--no-progress", "--force"]) == 0
+    assert learn_tokenizer.main(["--config", str(chain), "--no-progress", "--force"]) == 0
     assert "up to date" not in capsys.readouterr().out
     # retraining gives the same tokenizer (deterministic), so the shards stay valid
     assert shards.main(["--config", str(chain), "--no-progress"]) == 0
     assert "up to date" in capsys.readouterr().out
     # a different vocabulary invalidates the shards: their inputs changed
-    assert train_tokenizer.main(["--config", str(chain), "--no-progress", "--set", "tokenizer.vocab_size=390"]) == 0
+    assert learn_tokenizer.main(["--config", str(chain), "--no-progress", "--set", "tokenizer.vocab_size=390"]) == 0
     assert shards.main(["--config", str(chain), "--no-progress", "--set", "tokenizer.vocab_size=390"]) == 0
     assert "up to date" not in capsys.readouterr().out
-    assert train_tokenizer.main(["--config", str(chain), "--no-progress"]) == 0
+    assert learn_tokenizer.main(["--config", str(chain), "--no-progress"]) == 0
     assert shards.main(["--config", str(chain), "--no-progress"]) == 0
 
 
@@ -61,7 +61,7 @@ def test_tokenizer_report_compares_with_gpt2(chain, gpt2_files, tmp_path):
     out = recipe.stage_dir("tokenizer")
     before = (out / "tokenizer.ljt.json").stat().st_mtime_ns
     logs = []
-    train_tokenizer.run(recipe, progress_bar=False, log=logs.append)
+    learn_tokenizer.run(recipe, progress_bar=False, log=logs.append)
     assert logs[0] == "tokenizer: merges up to date, refreshing report.json"   # no retraining for a report
     assert (out / "tokenizer.ljt.json").stat().st_mtime_ns == before
     report = json.loads((out / "report.json").read_text())
@@ -73,11 +73,11 @@ def test_tokenizer_report_compares_with_gpt2(chain, gpt2_files, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert {o["path"] for o in manifest["outputs"]} >= {"tokenizer.ljt.json", "hf/tokenizer.json", "report.json"}
     logs.clear()
-    train_tokenizer.run(recipe, progress_bar=False, log=logs.append)
+    learn_tokenizer.run(recipe, progress_bar=False, log=logs.append)
     assert "is up to date" in logs[0]
     bad = load_recipe(chain, {"artifacts_root": str(target), "tokenizer.gpt2_encoder_json": "/nonexistent.json"})
-    with pytest.raises(train_tokenizer.TokenizerStageError, match=r"gpt2_encoder_json: /nonexistent\.json does not"):
-        train_tokenizer.run(bad, progress_bar=False, log=logs.append)
+    with pytest.raises(learn_tokenizer.TokenizerStageError, match=r"gpt2_encoder_json: /nonexistent\.json does not"):
+        learn_tokenizer.run(bad, progress_bar=False, log=logs.append)
 
 
 def test_summary_table_checksums_documents_histogram(chain, capsys, tmp_path):
@@ -135,7 +135,7 @@ def test_make_runs_the_chain_and_force_redoes_only_the_named_stage():
     out = subprocess.run(["make", "-n", "shards", "FORCE=1", "SET=shards.workers=1 shards.format=arrow"],
                          cwd=repo, capture_output=True, text=True, check=True).stdout
     stages = [line for line in out.splitlines() if " -m pipelines." in line]
-    assert [s.split(" -m ")[1].split()[0] for s in stages] == ["pipelines.data", "pipelines.train_tokenizer",
+    assert [s.split(" -m ")[1].split()[0] for s in stages] == ["pipelines.data", "pipelines.learn_tokenizer",
                                                                "pipelines.shards"]
     assert "--force" in stages[2] and "--force" not in stages[0] + stages[1]
     assert all("--set shards.workers=1 --set shards.format=arrow" in s for s in stages)

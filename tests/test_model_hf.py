@@ -165,14 +165,16 @@ def test_cli_export_sample_and_check(tmp_path, gpt2_files, capsys):
     """export (training checkpoint + tokenizer) -> a directory that transformers and `sample` both use."""
     import shutil
 
-    from model.hf import main
+    from pipelines.hf import main
     from tokenizer import Tokenizer
+    from train.checkpoint import save_checkpoint
 
     tok = Tokenizer.from_gpt2_files(*gpt2_files)
     torch.manual_seed(3)
     model = GPT(GPTConfig.from_preset("tiny", vocab_size=tok.n_vocab, block_size=32))
     checkpoint = tmp_path / "ckpt.pt"
-    torch.save({"step": 5, "model": model.state_dict(), "model_config": model.config.to_dict()}, checkpoint)
+    save_checkpoint(checkpoint, {"step": 5, "model": model.state_dict(), "model_config": model.config.to_dict(),
+                                 "tokenizer_fingerprint": tok.fingerprint})
     tok.save(tmp_path / "tokenizer.ljt.json")
     out = tmp_path / "hf"
 
@@ -198,8 +200,8 @@ def test_cli_export_sample_and_check(tmp_path, gpt2_files, capsys):
 
 
 def test_cli_export_rejects_non_checkpoints(tmp_path):
-    from model.hf import main
+    from pipelines.hf import main
 
     torch.save({"weights": torch.zeros(2)}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="'model' and 'model_config'"):
+    with pytest.raises(ValueError, match="not a checkpoint of this project"):
         main(["export", str(tmp_path / "x.pt"), str(tmp_path / "out")])

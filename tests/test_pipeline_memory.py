@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_helpers import write_recipe
 
-from pipelines import train_tokenizer
-from pipelines.recipe import load_recipe
+from contract.recipe import load_recipe
+from pipelines import learn_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES_MB = (5, 20)
@@ -81,7 +81,7 @@ def runs(tmp_path_factory):
                               tokenizer={"vocab_size": 300, "max_characters": 50_000, "heldout_documents": 0},
                               shards={"shard_tokens": 200_000, "val_fraction": 0.01, "workers": 2})
         data_peak = peak_mb("pipelines.data", recipe)
-        train_tokenizer.run(load_recipe(recipe), progress_bar=False, log=lambda *a: None)
+        learn_tokenizer.run(load_recipe(recipe), progress_bar=False, log=lambda *a: None)
         shards_peak = peak_mb("pipelines.shards", recipe)
         manifest = json.loads((load_recipe(recipe).stage_dir("shards") / "manifest.json").read_text())
         tokens = sum(split["tokens"] for split in manifest["splits"].values())

@@ -22,7 +22,8 @@ codes = [pretrain.main(["--config", cfg, "--stop-at-step", "3"]),
          pretrain.main(["--config", cfg, "--resume"]),
          sample.main(["--config", cfg, "--prompt", "def f(x):", "--tokens", "12", "--num", "2", "--seed", "7"]),
          evaluate.main(["--config", cfg, "--hellaswag", sys.argv[2]])]
-banned = [m for m in ("pipelines.data", "pipelines.train_tokenizer", "tokenizer.train", "datasets") if m in sys.modules]
+banned = [m for m in ("pipelines.data", "pipelines.learn_tokenizer", "tokenizer.learn_bpe", "datasets")
+          if m in sys.modules]
 print("JOURNEY", json.dumps({"codes": codes, "banned": banned}))
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.recipe import RecipeError, load_recipe, parse_overrides
+from contract.recipe import RecipeError, load_recipe, parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def test_passthrough_sections_are_kept_unvalidated(tmp_path):
         ("[shards]\nworkers = -1\n", r"'workers' must not be negative"),
         ("[tokenizer]\nvocab_size = 100\n", r"'vocab_size' must be at least 256"),
         ("[data]\npaths = [1, 2]\n", r"'paths' must be a list of strings"),
-        ("[shards]\nworkers = true\n", r"'workers' must be an integer"),
+        ("[shards]\nworkers = true\n", r"'workers' must be int, got bool True"),
         ("name = 'a/b'\n", r"plain directory name"),
         ("[shards\n", r"not valid TOML"),
     ],

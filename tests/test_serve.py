@@ -1,4 +1,4 @@
-"""The tokenisation service over real HTTP: a `python -m tokenizer.serve` child process with two
+"""The tokenisation service over real HTTP: a `python -m service` child process with two
 workers on a free loopback port, serving GPT-2 saved in our own format (tokenizer.ljt.json).
 
 What is checked: encode/decode/count agree with the in-process Tokenizer on the embedded corpus;
@@ -25,10 +25,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
+from harness.service_process import ServiceProcess
+from service import ServeSettings, main, parse_args
+from service.client import FingerprintMismatch, TokenizerClient, TokenizerServiceError
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_TO_ID
-from tokenizer.client import FingerprintMismatch, TokenizerClient, TokenizerServiceError
-from tokenizer.serve import ServeSettings, ServiceProcess, main, parse_args
 
 MAX_BODY = 256 * 1024  # small limits keep the oversize tests cheap; the defaults are checked separately
 MAX_BATCH = 64

@@ -8,11 +8,12 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.service_process import free_loopback_port
+from service import FINGERPRINT_HEADER, ServeSettings, create_app
+from service.client import TokenizerClient
+from service.middleware import BodySizeLimit
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_ORDER
-from tokenizer.client import TokenizerClient
-from tokenizer.serve import FINGERPRINT_HEADER, ServeSettings, create_app, free_loopback_port
-from tokenizer.serve.middleware import BodySizeLimit
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pytest
 from pipeline_helpers import file_bytes, write_parquet, write_recipe
 
-from pipelines import data, shards, train_tokenizer
-from pipelines.data import iter_raw_documents
-from pipelines.recipe import load_recipe
-from pipelines.shard_format import ShardFormatError, ShardReader, ShardWriter, dtype_for_vocab
+from contract.raw import iter_raw_documents
+from contract.recipe import load_recipe
+from contract.shard_format import ShardFormatError, ShardReader, ShardWriter, dtype_for_vocab
+from pipelines import data, learn_tokenizer, shards
 from tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def project(tmp_path_factory):
                                tokenizer={"vocab_size": 512, "max_characters": 200_000, "heldout_documents": 20})
     recipe = load_recipe(recipe_path)
     data.run(recipe, progress_bar=False, log=quiet)
-    train_tokenizer.run(recipe, progress_bar=False, log=quiet)
+    learn_tokenizer.run(recipe, progress_bar=False, log=quiet)
     return root
 
 
@@ -305,7 +305,7 @@ def test_empty_documents_are_skipped_and_counted_and_big_document(tmp_path):
                         shards={"shard_tokens": 1_000_000, "workers": 1})
     recipe = load_recipe(path)
     data.run(recipe, progress_bar=False, log=quiet)
-    train_tokenizer.run(recipe, progress_bar=False, log=quiet)
+    learn_tokenizer.run(recipe, progress_bar=False, log=quiet)
     raw_dir = recipe.stage_dir("raw")
     # raw files written by something else may hold empty texts: the shards stage counts them too
     write_parquet(raw_dir / "part-00000.parquet", rows, row_group_size=2)

@@ -128,7 +128,7 @@ def test_save_is_atomic(trained_tok, gpt2_tok, tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("tokenizer.formats.os.replace", crash)
+    monkeypatch.setattr("tokenizer.atomic_write.os.replace", crash)
     with pytest.raises(OSError, match="simulated"):
         gpt2_tok.save(path)
     with pytest.raises(OSError, match="simulated"):

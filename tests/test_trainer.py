@@ -11,8 +11,8 @@ import pytest
 import torch
 from pretrain_helpers import make_project, write_recipe, write_shards
 
-from pipelines.recipe import load_recipe
-from pipelines.shard_format import ShardFormatError
+from contract.recipe import load_recipe
+from contract.shard_format import ShardFormatError
 from train.config import TrainSection, batch_plan, lr_at, pretrain_config_from_recipe
 from train.loader import ContextTooLongError
 from train.optim import make_optimizer, param_groups
@@ -215,12 +215,12 @@ def test_unknown_preset(tmp_path, texts):
 
 
 @pytest.mark.parametrize("section,values,message", [
-    ("train", {"learning_rate": 1e-3}, r"unknown key train.learning_rate \(known keys: beta1"),
-    ("train", {"micro_batch_size": "64"}, r"train.micro_batch_size must be int, got '64'"),
-    ("train", {"max_steps": True}, r"train.max_steps must be int, got True"),
-    ("model", {"n_layer": 2.5}, r"model.n_layer must be int"),
-    ("wandb", {"mode": "cloud"}, r"wandb.mode must be one of disabled\|offline\|online"),
-    ("eval", {"prompts": ["ok", 3]}, r"eval.prompts must be a list of strings"),
+    ("train", {"learning_rate": 1e-3}, r"\[train\]: unknown key 'learning_rate' \(known keys: beta1"),
+    ("train", {"micro_batch_size": "64"}, r"\[train\]: key 'micro_batch_size' must be int, got str '64'"),
+    ("train", {"max_steps": True}, r"\[train\]: key 'max_steps' must be int, got bool True"),
+    ("model", {"n_layer": 2.5}, r"\[model\]: key 'n_layer' must be int"),
+    ("wandb", {"mode": "cloud"}, r"\[wandb\]: key 'mode' must be one of disabled\|offline\|online"),
+    ("eval", {"prompts": ["ok", 3]}, r"\[eval\]: key 'prompts' must be a list of strings"),
     ("train", {"min_lr": 1.0, "max_lr": 0.1}, r"need 0 <= train.min_lr <= train.max_lr"),
 ])
 def test_recipe_errors_name_the_key_and_the_file(tmp_path, section, values, message):
@@ -233,15 +233,16 @@ def test_recipe_errors_name_the_key_and_the_file(tmp_path, section, values, mess
 def test_mfu_arithmetic_for_gpt2():
     """6N + 12*L*H*Q*T for GPT-2 124M at T=1024; 460K tok/s on one H100 is ~40% MFU."""
     from model import GPT, GPTConfig
-    from train.trainer import flops_per_token, peak_flops
+    from train.trainer import peak_flops
 
     cfg = GPTConfig.from_preset("gpt2")
     with torch.device("meta"):  # shapes only: no 124M-parameter init on the CPU
         model = GPT(cfg)
     n = model.num_params(non_embedding=True)
     assert n == 123_653_376
-    fpt = flops_per_token(cfg, n, 1024)
+    fpt = model.flops_per_token(1024)
     assert fpt == 6 * 123_653_376 + 12 * 12 * 12 * 64 * 1024 == 855_166_464 == model.flops_per_token()
+    assert model.flops_per_token(512) == 6 * 123_653_376 + 12 * 12 * 12 * 64 * 512
     assert fpt * 460_000 / 989e12 == pytest.approx(0.398, abs=1e-3)
     assert peak_flops("cpu", 0.0) is None and peak_flops("cpu", 312.0) == 312e12
 

@@ -409,7 +409,7 @@ class Tokenizer:
                 f"vocab_size={vocab_size} is too small: it must hold the 256 byte tokens plus "
                 f"{len(special_tokens)} special token(s), so at least {minimum}"
             )
-        from .train import train_bpe  # lazily: encoding never needs the trainer
+        from .learn_bpe import train_bpe  # lazily: encoding never needs the trainer
 
         result = train_bpe(texts, vocab_size - len(special_tokens), pattern=pattern, workers=workers,
                            progress=progress, max_chars_per_doc=max_chars_per_doc)

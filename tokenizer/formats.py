@@ -11,7 +11,7 @@ Our format is versioned JSON: {"format": "llm-journey-tokenizer", "version": 1, 
 "pattern", "tokens": [base64 of the token with rank i, ...], "special_tokens": {name: id},
 "merges": [[left_rank, right_rank], ...], "fingerprint"}. Loading recomputes the fingerprint from
 the content: a truncated file fails to parse, an edited one fails the fingerprint check, and both
-errors name the file. Every writer goes through a temporary file + os.replace, so a crash never
+errors name the file. Every writer goes through atomic_write.py (a temporary file + os.replace), so a crash never
 leaves a half-written tokenizer under the real name.
 """
 
@@ -20,11 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic_write import write_bytes_atomic
 from .byte_order import BYTE_ORDER, bytes_to_unicode_str, unicode_str_to_bytes
 from .pattern import GPT2_PATTERN
 
@@ -37,26 +36,6 @@ LJT_VERSION = 1
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that is unreadable, truncated, tampered with or of the wrong kind."""
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same directory + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------- GPT-2's
@@ -124,7 +103,7 @@ def save_ljt(tok: Tokenizer, path: Path) -> Path:
         "tokens": [base64.b64encode(t).decode("ascii") for t in tokens],
         "merges": [[ranks[a], ranks[b]] for a, b in tok.merges],
     }
-    return atomic_write(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    return write_bytes_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
 
 
 def load_ljt(cls: type[Tokenizer], path: Path) -> Tokenizer:
@@ -164,7 +143,7 @@ def save_tiktoken(tok: Tokenizer, path: Path) -> Path:
         base64.b64encode(token) + b" %d" % rank
         for token, rank in sorted(tok.mergeable_ranks.items(), key=lambda kv: kv[1])
     ]
-    return atomic_write(path, b"\n".join(lines) + b"\n")
+    return write_bytes_atomic(path, b"\n".join(lines) + b"\n")
 
 
 def read_tiktoken(path: Path) -> dict[bytes, int]:
@@ -239,7 +218,7 @@ def save_hf(tok: Tokenizer, directory: Path) -> Path:
         "unk_token": eot_text,
         "llm_journey_fingerprint": tok.fingerprint,
     }
-    atomic_write(directory / "tokenizer.json",
+    write_bytes_atomic(directory / "tokenizer.json",
                  json.dumps(hf_tokenizer_json(tok), ensure_ascii=False).encode("utf-8"))
-    atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2).encode("utf-8"))
+    write_bytes_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2).encode("utf-8"))
     return directory

@@ -1,16 +1,16 @@
 """encode_batch: many texts encoded by several processes at once, results in input order.
 
-Python threads cannot run BPE in parallel (the GIL), so we use processes. The hard part is not
-the encoding but getting millions of token ids back: the caller must end up with a Python int
-object for every token, and only the caller can make those. So the work is split where the
+Python threads cannot run BPE in parallel (the GIL), so the work goes to processes. The hard part
+is not the encoding but getting millions of token ids back: the caller must end up with a Python
+int object for every token, and only the caller can make those. So the work is split where the
 packed ids are (bpe.py): encoding a text is "packed ids of the text" (regex, cache lookups, one
 join: most of the work) then "unpack into a list of ints" (one C loop, ~15% of it on warm caches).
 A child does only the first part and the caller does the second part for everyone:
 
   - the calling process is one of the `workers`: it encodes texts itself and unpacks what the
     children packed, so with 2 workers it encodes somewhat less than half the texts;
-  - fork hands the child the tokenizer *and its warm caches* for free, and the texts too; no
-    pickling, no Pool (whose start-up and result-handler thread cost tens of milliseconds);
+  - fork hands the child the tokenizer *and its warm caches* for free, and the texts too: no
+    pickling, and no Pool (whose start-up and result-handler thread cost tens of milliseconds);
   - the texts are cut into jobs (contiguous ranges of texts) that every process claims in order
     from a shared counter, so whoever is faster -- the caller also unpacks, the child pays
     copy-on-write faults -- simply takes more jobs. Job sizes shrink as the batch goes ("guided"
@@ -20,9 +20,9 @@ A child does only the first part and the caller does the second part for everyon
   - a child copies each text's packed ids (uint16; uint32 for vocabularies over 65536) straight
     into one shared anonymous mmap, at an offset fixed in advance (a text of n characters has at
     most 4n ids: every id covers at least one UTF-8 byte), plus the per-text counts; then it
-    sends the job's number down a pipe. A child never makes an int for an id. Four bytes per job
-    through the pipe instead of ~1 MB pickles, so no child ever waits on a full pipe and no
-    reader thread competes for the GIL;
+    sends the job's number down a pipe. A child never makes an int for an id, and only a few
+    bytes per job go through the pipe, so no child waits on a full pipe and no reader thread
+    competes for the GIL;
   - while it encodes its own jobs (every DRAIN_EVERY_CHARS characters, and between jobs) the
     caller turns the child's finished jobs into lists (memoryview(...).cast(...).tolist() per
     text: one C loop, the cheapest way to make the ints), so little is left to unpack once the
@@ -31,10 +31,9 @@ A child does only the first part and the caller does the second part for everyon
     otherwise trigger it over and over (it rescans every container, caches included), although
     lists of ints can never form a cycle.
 With cold caches each process learns the words it meets by itself, so common words are learned
-once per process. (Publishing learned cache entries to the other processes through shared
-memory was measured and dropped: copying an entry costs ~0.5 us against ~5 us to learn it, but
-the common words are learned by everyone in the first moments anyway, and most of what arrives
-later is rare words nobody else needs; it cost more than it saved.)
+once per process. The processes do not share what they learn: every process meets the common
+words in its first moments anyway, and most words learned later are rare ones the others never
+need, so copying entries between processes would cost more than it saves.
 If a text fails (say a disallowed special token), no new jobs are claimed and the error of the
 earliest failing job is raised, as encoding in order would. Without fork (macOS, Windows) a
 spawn Pool is used, correctness only: the tokenizer is pickled once per child (its definition,

@@ -6,17 +6,19 @@ and no pickle from disk can run code):
     rng (torch CPU/CUDA generator states of every rank), model_config, config (the validated recipe
     sections), tokenizer_fingerprint, shards_manifest (path), metrics (last values, for humans)
 
-Writes are atomic: torch.save to a temporary file in the same directory, fsync, then os.replace, so a
-crash while saving leaves the previous checkpoint intact (a half-written checkpoint is worse than none).
+Writes are atomic (tokenizer/atomic_write.py): torch.save to a temporary file in the same directory, fsync,
+then os.replace, so a crash while saving leaves the previous checkpoint intact (a half-written checkpoint
+is worse than none).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tokenizer.atomic_write import atomic_open
 
 FORMAT = "llm-journey-checkpoint/1"
 CHECKPOINT_NAME = "ckpt.pt"
@@ -27,19 +29,9 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_open(path, "wb", durable=True) as f:
+        torch.save({"format": FORMAT, **state}, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -60,14 +52,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def check_resume_compatible(state: dict[str, Any], *, model_config: dict[str, Any], tokenizer_fingerprint: str,
-                            source: str | Path) -> None:
-    """Refuse to continue a run on other data or with another architecture: clear error, before any step."""
+def check_same_tokenizer(state: dict[str, Any], tokenizer_fingerprint: str, source: str | Path) -> None:
+    """Refuse a checkpoint whose token ids came from another tokenizer than the shards' (by fingerprint)."""
     if state["tokenizer_fingerprint"] != tokenizer_fingerprint:
         raise CheckpointError(
             f"{source}: tokenizer fingerprint mismatch: the checkpoint was trained on tokens of tokenizer "
             f"{state['tokenizer_fingerprint'][:16]}..., the shards now come from {tokenizer_fingerprint[:16]}...; "
             "the same ids would mean different text")
+
+
+def check_resume_compatible(state: dict[str, Any], *, model_config: dict[str, Any], tokenizer_fingerprint: str,
+                            source: str | Path) -> None:
+    """Refuse to continue a run on other data or with another architecture: clear error, before any step."""
+    check_same_tokenizer(state, tokenizer_fingerprint, source)
     saved = dict(state["model_config"])
     diffs = {k: (saved.get(k), v) for k, v in model_config.items() if saved.get(k) != v}
     if diffs:

@@ -1,8 +1,9 @@
 """The pretraining stage's part of a recipe: the [model], [train], [eval] and [wandb] sections.
 
-The recipe loader (pipelines.recipe) knows nothing about these sections; this module validates them
-(unknown key, wrong type or impossible value -> ValueError naming the key and the recipe file) and turns
-them into frozen dataclasses, so the trainer never reads a raw dict and a typo fails before any work.
+The dataclasses below are the schemas of these sections. They are validated the way every recipe section
+is, by contract.recipe.parse_section (unknown key, wrong type, value outside CHOICES or failing `check` ->
+RecipeError naming the key and the recipe file), so the trainer never reads a raw dict and a typo fails
+before any work.
 
 Values that depend on the data (the vocabulary size, the number of steps a token budget buys) are
 resolved later by the trainer, which has the shards open; the arithmetic lives in `batch_plan`.
@@ -11,9 +12,14 @@ resolved later by the trainer, which has the shards open; the arithmetic lives i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
+
+from contract.recipe import Recipe, parse_section
+
+Fail = Callable[[str], NoReturn]
 
 DEFAULT_PROMPTS = ("I am a doctor, let me teach you about",)
 WANDB_MODES = ("disabled", "offline", "online")
@@ -40,6 +46,9 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class TrainSection:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"device": ("auto", "cpu", "cuda"),
+                                                      "dtype": ("auto", "bfloat16", "float32"),
+                                                      "compile": ("auto", "true", "false")}
     micro_batch_size: int = 64  # B: sequences per forward pass per process
     seq_len: int | None = None  # T: tokens per sequence; None = the model's block_size
     total_batch_tokens: int = 524_288  # tokens per optimizer step over all processes and micro-steps (2**19)
@@ -63,6 +72,25 @@ class TrainSection:
     peak_tflops: float = 0.0  # accelerator peak for MFU; 0 = look the device up (H100 bf16 = 989)
     out_dir: str = ""  # "" = artifacts/<recipe>/pretrain
 
+    def check(self, fail: Fail) -> None:
+        for key in ("micro_batch_size", "total_batch_tokens", "token_budget", "checkpoint_every", "log_every"):
+            if getattr(self, key) <= 0:
+                fail(f"train.{key} must be > 0, got {getattr(self, key)}")
+        if self.seq_len is not None and self.seq_len <= 0:
+            fail(f"train.seq_len must be > 0, got {self.seq_len}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            fail(f"train.max_steps must be > 0, got {self.max_steps}")
+        if self.warmup_steps < 0:
+            fail(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr <= self.max_lr:
+            fail(f"need 0 <= train.min_lr <= train.max_lr, got {self.min_lr}, {self.max_lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            fail("train.beta1 and train.beta2 must be in [0, 1)")
+        if not (self.eps > 0 and self.weight_decay >= 0 and self.grad_clip >= 0):
+            fail("train.eps must be > 0, train.weight_decay and train.grad_clip >= 0")
+        if self.cpu_threads < 0 or self.peak_tflops < 0:
+            fail("train.cpu_threads and train.peak_tflops must be >= 0")
+
 
 @dataclass(frozen=True)
 class EvalSection:
@@ -78,9 +106,24 @@ class EvalSection:
     hellaswag_every: int | None = None  # None = same as `every`
     hellaswag_limit: int = 0  # score only the first N examples; 0 = all
 
+    def check(self, fail: Fail) -> None:
+        if self.every <= 0:
+            fail(f"eval.every must be > 0, got {self.every}")
+        if self.val_tokens <= 0:
+            fail(f"eval.val_tokens must be > 0, got {self.val_tokens}")
+        for key in ("sample_every", "hellaswag_every"):
+            v = getattr(self, key)
+            if v is not None and v < 0:
+                fail(f"eval.{key} must be >= 0, got {v}")
+        if min(self.sample_tokens, self.samples_per_prompt, self.top_k, self.hellaswag_limit) < 0:
+            fail("eval.sample_tokens, eval.samples_per_prompt, eval.top_k, eval.hellaswag_limit must be >= 0")
+        if self.temperature <= 0:
+            fail(f"eval.temperature must be > 0, got {self.temperature}")
+
 
 @dataclass(frozen=True)
 class WandbSection:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"mode": WANDB_MODES}
     mode: str = "disabled"  # disabled | offline (writes a local run you can `wandb sync` later) | online
     project: str = "llm-journey"
     entity: str = ""
@@ -114,83 +157,6 @@ class PretrainConfig:
         }
 
 
-def _expected_types(cls) -> dict[str, tuple[type, ...]]:
-    """Allowed TOML value types per field, read off the dataclass annotations (strings under PEP 563)."""
-    out = {}
-    for f in fields(cls):
-        ann = str(f.type)
-        allowed: list[type] = []
-        if "bool" in ann:
-            allowed.append(bool)
-        if "int" in ann:
-            allowed.append(int)
-        if "float" in ann:
-            allowed += [float, int]
-        if "str" in ann and "tuple" not in ann:
-            allowed.append(str)
-        if "tuple" in ann:
-            allowed.append(list)
-        out[f.name] = tuple(allowed)
-    return out
-
-
-def _parse_section(cls, raw: dict[str, Any], section: str, source: Path):
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: [{section}] must be a table")
-    types = _expected_types(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in types:
-            known = ", ".join(sorted(types))
-            raise ValueError(f"{source}: unknown key {section}.{key} (known keys: {known})")
-        allowed = types[key]
-        # bool is a subclass of int in Python: `n_layer = true` must not pass as 1.
-        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-        if not ok:
-            names = "/".join(t.__name__ for t in allowed)
-            raise ValueError(f"{source}: {section}.{key} must be {names}, got {value!r}")
-        if isinstance(value, list):
-            if not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{source}: {section}.{key} must be a list of strings, got {value!r}")
-            value = tuple(value)
-        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # `max_lr = 1` in TOML is an int; the field is a float
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _check(cond: bool, source: Path, message: str) -> None:
-    if not cond:
-        raise ValueError(f"{source}: {message}")
-
-
-def _validate(cfg: PretrainConfig) -> None:
-    src, t, e, w = cfg.recipe_path, cfg.train, cfg.eval, cfg.wandb
-    for key in ("micro_batch_size", "total_batch_tokens", "token_budget", "checkpoint_every", "log_every"):
-        _check(getattr(t, key) > 0, src, f"train.{key} must be > 0, got {getattr(t, key)}")
-    _check(t.seq_len is None or t.seq_len > 0, src, f"train.seq_len must be > 0, got {t.seq_len}")
-    _check(t.max_steps is None or t.max_steps > 0, src, f"train.max_steps must be > 0, got {t.max_steps}")
-    _check(t.warmup_steps >= 0, src, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
-    _check(0 <= t.min_lr <= t.max_lr, src, f"need 0 <= train.min_lr <= train.max_lr, got {t.min_lr}, {t.max_lr}")
-    _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, src, "train.beta1 and train.beta2 must be in [0, 1)")
-    _check(t.eps > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, src,
-           "train.eps must be > 0, train.weight_decay and train.grad_clip >= 0")
-    _check(t.device in ("auto", "cpu", "cuda"), src, f"train.device must be auto|cpu|cuda, got {t.device!r}")
-    _check(t.dtype in ("auto", "bfloat16", "float32"), src,
-           f"train.dtype must be auto|bfloat16|float32, got {t.dtype!r}")
-    _check(t.compile in ("auto", "true", "false"), src, f"train.compile must be auto|true|false, got {t.compile!r}")
-    _check(t.cpu_threads >= 0 and t.peak_tflops >= 0, src, "train.cpu_threads and train.peak_tflops must be >= 0")
-    _check(e.every > 0, src, f"eval.every must be > 0, got {e.every}")
-    _check(e.val_tokens > 0, src, f"eval.val_tokens must be > 0, got {e.val_tokens}")
-    for key in ("sample_every", "hellaswag_every"):
-        v = getattr(e, key)
-        _check(v is None or v >= 0, src, f"eval.{key} must be >= 0, got {v}")
-    _check(e.sample_tokens >= 0 and e.samples_per_prompt >= 0 and e.top_k >= 0 and e.hellaswag_limit >= 0, src,
-           "eval.sample_tokens, eval.samples_per_prompt, eval.top_k, eval.hellaswag_limit must be >= 0")
-    _check(e.temperature > 0, src, f"eval.temperature must be > 0, got {e.temperature}")
-    _check(w.mode in WANDB_MODES, src, f"wandb.mode must be one of {'|'.join(WANDB_MODES)}, got {w.mode!r}")
-
-
 def _bool_text(raw: dict[str, Any]) -> dict[str, Any]:
     # `compile = true` reads more naturally in TOML than "true"; accept both.
     if isinstance(raw.get("compile"), bool):
@@ -198,19 +164,16 @@ def _bool_text(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def pretrain_config_from_recipe(recipe) -> PretrainConfig:
-    """Validate the recipe's training sections; `recipe` is a pipelines.recipe.Recipe."""
+def pretrain_config_from_recipe(recipe: Recipe) -> PretrainConfig:
+    """Validate the recipe's training sections (errors name the key and the recipe file)."""
     src = Path(recipe.path)
-    model = _parse_section(ModelSection, recipe.section("model"), "model", src)
-    train = _parse_section(TrainSection, _bool_text(recipe.section("train")), "train", src)
-    ev = _parse_section(EvalSection, recipe.section("eval"), "eval", src)
-    wb = _parse_section(WandbSection, recipe.section("wandb"), "wandb", src)
-    artifacts = Path(recipe.artifacts_dir)
-    out_dir = Path(train.out_dir) if train.out_dir else artifacts / "pretrain"
-    cfg = PretrainConfig(recipe_name=recipe.name, recipe_path=src, shards_dir=artifacts / "shards",
-                         out_dir=out_dir, model=model, train=train, eval=ev, wandb=wb)
-    _validate(cfg)
-    return cfg
+    model = parse_section(ModelSection, recipe.section("model"), section="model", source=src)
+    train = parse_section(TrainSection, _bool_text(recipe.section("train")), section="train", source=src)
+    ev = parse_section(EvalSection, recipe.section("eval"), section="eval", source=src)
+    wb = parse_section(WandbSection, recipe.section("wandb"), section="wandb", source=src)
+    out_dir = Path(train.out_dir) if train.out_dir else recipe.stage_dir("pretrain")
+    return PretrainConfig(recipe_name=recipe.name, recipe_path=src, shards_dir=recipe.stage_dir("shards"),
+                          out_dir=out_dir, model=model, train=train, eval=ev, wandb=wb)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ other fields); `download` fetches the validation split (10,042 examples) when on
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from tokenizer.atomic_write import atomic_path
 
 VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 VAL_EXAMPLES = 10_042
@@ -126,15 +127,11 @@ def download(dest: str | Path, url: str = VAL_URL) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
+    with atomic_path(dest) as tmp:   # validated before it gets its final name
         urllib.request.urlretrieve(url, tmp)
         n = len(load_examples(tmp))
         if url == VAL_URL and n != VAL_EXAMPLES:
             raise ValueError(f"{url}: expected {VAL_EXAMPLES} examples, got {n}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

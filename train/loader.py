@@ -28,7 +28,7 @@ import torch
 
 
 class TokenSource(Protocol):
-    """What the loader needs from pipelines.shard_format.ShardReader (a fake in tests is enough)."""
+    """What the loader needs from contract.shard_format.ShardReader (a fake in tests is enough)."""
 
     def token_arrays(self, split: str) -> list[np.ndarray]: ...
 

@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from tokenizer.atomic_write import atomic_path, write_text_atomic
 from train.config import WandbSection
 
 
@@ -64,9 +65,7 @@ class RunLogger:
             if rec.get("step", 0) > step or rec.get("type") == "summary":
                 continue  # logged after the checkpoint: those steps are about to be redone
             kept.append(line)
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(k + "\n" for k in kept))
 
     def log(self, record: dict[str, Any], console: str | None = None) -> None:
         if console is not None:
@@ -114,10 +113,9 @@ class RunLogger:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = self.plot_path.with_name(".loss.tmp.png")
-        fig.savefig(tmp)
+        with atomic_path(self.plot_path, durable=False) as tmp:
+            fig.savefig(tmp, format="png")  # the format by name: the temporary file ends in .tmp
         plt.close(fig)
-        os.replace(tmp, self.plot_path)
         return self.plot_path
 
     def finish(self, summary: dict[str, Any]) -> None:

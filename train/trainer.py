@@ -18,9 +18,7 @@ Everything that can be wrong with the inputs (shards, tokenizer, checkpoint, con
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.shard_format import ShardReader
 from model import GPT, GPTConfig
-from pipelines.shard_format import ShardReader
+from tokenizer.atomic_write import write_json_atomic
 from train import distributed
 from train.checkpoint import (
     CHECKPOINT_NAME,
@@ -42,10 +41,10 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import BatchPlan, PretrainConfig, batch_plan, lr_at
-from train.evaluation import window_loss
 from train.loader import ShuffledLoader, TokenWindows, eval_window_ids
 from train.logger import RunLogger, format_duration, format_train_line
 from train.optim import make_optimizer, set_lr
+from train.val_loss import window_loss
 
 # Dense bf16 peak of common accelerators (TFLOP/s), the denominator of MFU.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0,
@@ -62,11 +61,6 @@ def peak_flops(device: str, override_tflops: float) -> float | None:
         if key in name:
             return tflops * 1e12
     return None
-
-
-def flops_per_token(cfg: GPTConfig, n_params_non_embedding: int, seq_len: int) -> int:
-    """PaLM's estimate: 6N for the weight matmuls (forward 2N, backward 4N) + 12*L*H*Q*T for attention."""
-    return 6 * n_params_non_embedding + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * seq_len
 
 
 def unigram_entropy(arrays: list[np.ndarray], vocab_size: int, max_tokens: int = 200_000_000) -> float:
@@ -110,22 +104,6 @@ def resolve_model_config(cfg: PretrainConfig, shards_vocab: int) -> GPTConfig:
     return GPTConfig.from_preset(cfg.model.preset, vocab_size=vocab, **overrides)
 
 
-def load_tokenizer(reader: ShardReader, required: bool):
-    """The tokenizer the shards were made with (samples and HellaSwag need text <-> ids), or None."""
-    path = reader.tokenizer_path
-    if path is None or not Path(path).is_file():
-        if required:
-            raise FileNotFoundError(f"the shards' tokenizer ({path}) is missing; HellaSwag needs it to encode text")
-        return None
-    from tokenizer import Tokenizer
-
-    tok = Tokenizer.load(path)
-    if tok.fingerprint != reader.tokenizer_fingerprint:
-        raise ValueError(f"tokenizer {path} has fingerprint {tok.fingerprint[:16]}... but the shards were encoded "
-                         f"with {reader.tokenizer_fingerprint[:16]}...: rebuild the shards (make shards)")
-    return tok
-
-
 class Trainer:
     def __init__(self, cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
                  log: bool = True, evaluate: bool = True, save_checkpoints: bool = True):
@@ -166,7 +144,7 @@ class Trainer:
 
         # --- text side: tokenizer for samples, HellaSwag examples ---
         e = cfg.eval
-        self.tokenizer = load_tokenizer(self.reader, required=bool(e.hellaswag))
+        self.tokenizer = self.reader.load_tokenizer(required=bool(e.hellaswag))  # HellaSwag encodes text
         self.hellaswag = None
         if e.hellaswag:
             from train.hellaswag import load_examples
@@ -207,8 +185,7 @@ class Trainer:
             self.model = DDP(self.model, device_ids=[self.env.local_rank] if dev_type == "cuda" else None)
         self.eval_model = self.model.module if self.env.is_distributed else self.model
 
-        n = self.raw_model.num_params(non_embedding=True)
-        self.flops_per_token = flops_per_token(self.model_config, n, self.seq_len)
+        self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak = peak_flops(self.device, t.peak_tflops)
         self.entropy = unigram_entropy(self.reader.token_arrays("train"), self.reader.vocab_size)
         self.logger = None
@@ -441,10 +418,7 @@ class Trainer:
             summary.update({f"hellaswag_{k}": v for k, v in hs.items()})
         if self.logger:
             self.logger.log({"type": "summary", **summary})
-            path = self.cfg.out_dir / "summary.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(tmp, path)
+            write_json_atomic(self.cfg.out_dir / "summary.json", summary)
             self.logger.plot()
             self.logger.finish(summary)
             if val is not None:
@@ -472,5 +446,5 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | N
         trainer.close()
 
 
-__all__ = ["Trainer", "RunResult", "pretrain", "resolve_model_config", "unigram_entropy", "flops_per_token",
+__all__ = ["Trainer", "RunResult", "pretrain", "resolve_model_config", "unigram_entropy",
            "peak_flops"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the service has no authentication
 DEFAULT_PORT = 8000
@@ -60,35 +60,36 @@ class ServeSettings:
     def from_env(cls, environ: MutableMapping[str, str] | None = None) -> ServeSettings:
         raw = (os.environ if environ is None else environ).get(SETTINGS_ENV)
         if not raw:
-            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `python -m tokenizer.serve`")
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `python -m service`")
         return cls(**json.loads(raw))
 
 
-# The recipe's optional [serve] section: these keys, these types (CLI flags override them).
-RECIPE_SERVE_DEFAULTS: dict[str, Any] = {
-    "host": DEFAULT_HOST,
-    "port": DEFAULT_PORT,
-    "workers": DEFAULT_WORKERS,
-    "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
-    "max_batch": DEFAULT_MAX_BATCH,
-    "tokenizer": "",  # "" = the recipe's own tokenizer stage output
-}
+@dataclasses.dataclass(frozen=True)
+class ServeSection:
+    """The recipe's optional [serve] section (command-line flags override it)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = DEFAULT_WORKERS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    tokenizer: str = ""  # "" = the recipe's own tokenizer stage output
+
+    def check(self, fail: Callable[[str], NoReturn]) -> None:
+        if not 0 <= self.port < 65536:
+            fail(f"key 'port' must be a TCP port (0-65535), got {self.port}")
+        if self.workers < 1:
+            fail(f"key 'workers' must be at least 1, got {self.workers}")
 
 
 def recipe_serve_options(config: str) -> dict[str, Any]:
     """Options from a recipe: its [serve] section over the defaults, and by default the tokenizer
     its tokenizer stage wrote (artifacts/<recipe>/tokenizer/tokenizer.ljt.json)."""
-    from pipelines.recipe import load_recipe
+    from contract.recipe import load_recipe, parse_section
 
     recipe = load_recipe(config)
-    section = recipe.section("serve")
-    for key, value in section.items():
-        if key not in RECIPE_SERVE_DEFAULTS:
-            raise ValueError(f"{config} [serve]: unknown key {key!r} (known keys: {', '.join(RECIPE_SERVE_DEFAULTS)})")
-        expected = type(RECIPE_SERVE_DEFAULTS[key])
-        if type(value) is not expected:
-            raise ValueError(f"{config} [serve]: key {key!r} must be {expected.__name__}, got {value!r}")
-    options = {**RECIPE_SERVE_DEFAULTS, **section}
+    options = dataclasses.asdict(parse_section(ServeSection, recipe.section("serve"), section="serve",
+                                               source=recipe.path))
     if not options["tokenizer"]:
-        options["tokenizer"] = str(recipe.stage_dir("tokenizer") / "tokenizer.ljt.json")
+        options["tokenizer"] = str(recipe.tokenizer_file)
     return options

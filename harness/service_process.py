@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Any
 
-from .settings import DEFAULT_HOST
+from service.settings import DEFAULT_HOST
 
 
 def free_loopback_port() -> int:
@@ -34,7 +34,7 @@ def _get_json(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[in
 
 
 class ServiceProcess:
-    """`python -m tokenizer.serve ARGS` on a free loopback port, as a child process.
+    """`python -m service ARGS` on a free loopback port, as a child process.
 
         with ServiceProcess(["--tokenizer", path, "--workers", "2"]) as svc:
             TokenizerClient(svc.url).encode("hello")
@@ -63,7 +63,7 @@ class ServiceProcess:
         # it; then the server exits with "address already in use" and we try another port.
         for attempt in range(3):
             self._log = tempfile.TemporaryFile(mode="w+b")
-            cmd = [sys.executable, "-m", "tokenizer.serve", *self.args, "--host", self.host, "--port", str(self.port)]
+            cmd = [sys.executable, "-m", "service", *self.args, "--host", self.host, "--port", str(self.port)]
             self.process = subprocess.Popen(
                 cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})}
             )
@@ -89,7 +89,7 @@ class ServiceProcess:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"tokenizer.serve exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log()}")
             try:
                 status, body = _get_json(self.host, self.port, "/healthz")
                 if status == 200:
@@ -98,7 +98,7 @@ class ServiceProcess:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"tokenizer.serve not ready after {self.ready_timeout}s:\n{self.log()}")
+                raise TimeoutError(f"service not ready after {self.ready_timeout}s:\n{self.log()}")
             time.sleep(0.1)
 
     def worker_pids(self, expected: int, timeout: float = 20.0) -> set[int]:

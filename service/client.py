@@ -1,12 +1,14 @@
-"""Python client for the tokenisation service (tokenizer/serve/), stdlib only.
+"""Python client for the tokenisation service (service/), stdlib only.
 
 `TokenizerClient(url)` has the same `encode` / `decode` signatures as `tokenizer.Tokenizer`, so code
 written against a local tokenizer can be pointed at the service instead:
 
-    from tokenizer.client import TokenizerClient
-    tok = TokenizerClient("http://127.0.0.1:8000", expect_fingerprint=manifest["tokenizer_fingerprint"])
-    ids = tok.encode("hello world")            # [31373, 995] with GPT-2
-    tok.decode(ids)                            # "hello world"
+    from contract.shard_format import ShardReader
+    from service.client import TokenizerClient
+    shards = ShardReader("artifacts/demo/shards")   # fingerprint: the shard manifest's tokenizer.fingerprint
+    tok = TokenizerClient("http://127.0.0.1:8000", expect_fingerprint=shards.tokenizer_fingerprint)
+    ids = tok.encode("hello world")            # the ids the shards' tokenizer gives, as a list of ints
+    tok.decode(ids)                            # 'hello world'
 
 Errors the service reports for bad input (disallowed special token, unknown id, ...) raise
 `TokenizerServiceError`, a ValueError, exactly where the in-process Tokenizer raises ValueError.
@@ -34,7 +36,7 @@ FINGERPRINT_HEADER = "X-Tokenizer-Fingerprint"
 class _NoDelayHTTPConnection(http.client.HTTPConnection):
     """http.client writes the headers and the body with two send() calls. With Nagle's algorithm on,
     a small body segment waits for the ACK of the headers, which the server may delay by up to 40 ms.
-    TCP_NODELAY sends it at once (the service sets the same option on its side, see serve/cli.py)."""
+    TCP_NODELAY sends it at once (the service sets the same option on its side, see service/cli.py)."""
 
     def connect(self) -> None:
         super().connect()

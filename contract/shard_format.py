@@ -18,9 +18,15 @@ Invariants the reader relies on (and training exploits):
 - An arrow shard is a single record batch, so its `input_ids` values are one contiguous buffer:
   memory-mapping the file gives the whole shard as one zero-copy numpy array, exactly like
   `np.load(mmap_mode="r")` gives for npy. (int32 list offsets cap a batch at 2**31-1 tokens.)
-- Files are written to a temporary name and renamed, so a file with a final name is complete.
+- Files are written to a temporary name and renamed, so a file with a final name is complete,
+  and the manifest is written last, so a directory with a manifest holds complete shards.
 
-This module imports only numpy and pyarrow: training imports it.
+Everything about the format lives here, for every side of it: the writer (`ShardWriter`), the
+manifest (`shards_manifest`, the one builder, used by the shards stage and by synthetic test shards),
+the checks (`damaged_files`, the one sha256 verifier, used by the stage's resume, the reader and
+inspect), the reader (`ShardReader`) and the tokenizer that goes with a shard directory
+(`ShardReader.load_tokenizer`, `load_matching_tokenizer`). Training imports it, so it stays light:
+numpy, pyarrow, the manifest helpers, and the tokenizer only when a caller asks for one.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.manifest import sha256_file  # stdlib only
+from contract.manifest import sha256_file  # stdlib only
+from tokenizer.atomic_write import atomic_open, atomic_path
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -85,15 +92,12 @@ def _numpy_view(array: pa.Array, dtype: np.dtype) -> np.ndarray:
 
 
 def _write_stream(path: Path, batch: pa.RecordBatch) -> None:
-    """One record batch as an Arrow IPC stream (the format datasets.Dataset.from_file reads)."""
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Give a finished file its final name. No fsync: a rename survives kill -9, and a resume
-    re-checks the sha256 of every shard it keeps, which also catches a file torn by a power cut."""
-    os.replace(tmp, final)
+    """One record batch as an Arrow IPC stream (the format datasets.Dataset.from_file reads), published
+    atomically. Not durable (no fsync): a rename survives kill -9, and a resume re-checks the sha256 of
+    every shard it keeps, which also catches a file torn by a power cut."""
+    with atomic_path(path, durable=False) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
 
 
 # ------------------------------------------------------------------------------------------ writer
@@ -154,28 +158,25 @@ class ShardWriter:
         starts = np.array([p[1] for p in self._pieces], dtype=np.int64)
         documents = int(np.count_nonzero(tokens[starts] == self.eot_id)) if len(starts) else 0
         final = self.out_dir / shard_name(self.split, self.next_index, self.fmt)
-        tmp = final.with_name(final.name + ".tmp")
         entry: dict[str, Any] = {"path": final.name}
         if self.fmt == "npy":
-            with open(tmp, "wb") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(tokens), allow_pickle=False)
+            # the index first: a shard file with its final name never lacks its index
             index_final = self.out_dir / index_name(self.split, self.next_index)
-            index_tmp = index_final.with_name(index_final.name + ".tmp")
             index = pa.RecordBatch.from_arrays(
                 [_arrow_strings(ids), _arrow_from_numpy(starts.astype(np.uint64), pa.uint64())], names=["id", "start"]
             )
-            _write_stream(index_tmp, index)
-            _publish(index_tmp, index_final)   # index first: a shard file never lacks its index
+            _write_stream(index_final, index)
             entry["index"] = index_final.name
             entry["index_bytes"] = index_final.stat().st_size
             entry["index_sha256"] = sha256_file(index_final)
+            with atomic_open(final, "wb", durable=False) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(tokens), allow_pickle=False)
         else:
             offsets = np.append(starts, len(tokens)).astype(np.int32)
             values = _arrow_from_numpy(tokens, _arrow_type(self.dtype))
             input_ids = pa.ListArray.from_arrays(_arrow_from_numpy(offsets, pa.int32()), values)
             batch = pa.RecordBatch.from_arrays([input_ids, _arrow_strings(ids)], names=["input_ids", "id"])
-            _write_stream(tmp, batch)
-        _publish(tmp, final)
+            _write_stream(final, batch)
         entry.update({"tokens": int(len(tokens)), "documents": documents, "pieces": len(ids),
                       "bytes": final.stat().st_size, "sha256": sha256_file(final), "resume": resume})
         self.next_index += 1
@@ -183,6 +184,80 @@ class ShardWriter:
         self._pieces = []
         if self.on_shard is not None:
             self.on_shard(entry)
+
+
+# ---------------------------------------------------------------------------------------- manifest
+def shard_files(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(path, bytes, sha256) of every file of one shard as its manifest entry records them:
+    the shard itself and, for npy, its document index."""
+    files = [(entry["path"], entry["bytes"], entry["sha256"])]
+    if "index" in entry:
+        files.append((entry["index"], entry["index_bytes"], entry["index_sha256"]))
+    return files
+
+
+def damaged_files(root: Path, entry: dict[str, Any]) -> list[str]:
+    """The files of one shard that are missing or differ from its manifest entry (size, then sha256).
+
+    The ONE checksum check of the format: the shards stage keeps only undamaged shards when it resumes,
+    `ShardReader.verify` refuses damaged ones, inspect lists them."""
+    damaged = []
+    for rel, size, digest in shard_files(entry):
+        p = root / rel
+        if not p.is_file() or p.stat().st_size != size or sha256_file(p) != digest:
+            damaged.append(rel)
+    return damaged
+
+
+def shards_manifest(*, fmt: str, vocab_size: int, eot_id: int, shard_tokens: int, tokenizer: dict[str, Any],
+                    splits: dict[str, list[dict[str, Any]]], skipped_empty: dict[str, int] | None = None,
+                    **stage_facts: Any) -> dict[str, Any]:
+    """The manifest.json of a shard directory, from the entries ShardWriter reported for each split.
+
+    tokenizer: {"fingerprint", "name", "path" (relative to the shard directory, or None)}.
+    stage_facts: what the writer adds for itself (the shards stage: stage, recipe, config, inputs).
+    Writer bookkeeping (a shard's resume point) stays out: the manifest describes files, not a run.
+    """
+    split_info: dict[str, Any] = {}
+    outputs = []
+    for split, shards in splits.items():
+        entries = [{k: v for k, v in e.items() if k not in ("resume", "skipped_empty")} for e in shards]
+        split_info[split] = {
+            "tokens": sum(e["tokens"] for e in entries),
+            "documents": sum(e["documents"] for e in entries),
+            "skipped_empty": (skipped_empty or {}).get(split, 0),
+            "shards": entries,
+        }
+        outputs += [{"path": rel, "bytes": size, "sha256": digest} for e in entries for rel, size, digest in
+                    shard_files(e)]
+    return {
+        **stage_facts,
+        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "tokenizer": tokenizer,
+        "vocab_size": vocab_size,
+        "dtype": dtype_for_vocab(vocab_size).name,
+        "eot_id": eot_id,
+        "shard_tokens": shard_tokens,
+        "splits": split_info,
+        "outputs": outputs,
+    }
+
+
+def load_matching_tokenizer(path: str | os.PathLike, fingerprint: str, made_with: str):
+    """Load a tokenizer file and make sure it is the one whose fingerprint the artifacts record.
+
+    Token ids only mean something together with the tokenizer that produced them, so every reader of
+    ids (the shards stage, training, sampling, inspect) loads its tokenizer through this check.
+    `made_with` names what the fingerprint comes from, for the error message."""
+    from tokenizer import Tokenizer  # lazily: reading shards never needs it
+
+    tok = Tokenizer.load(path)
+    if tok.fingerprint != fingerprint:
+        raise ShardFormatError(
+            f"{path} has fingerprint {tok.fingerprint[:16]}..., but {made_with} {fingerprint[:16]}...: "
+            "the same ids would mean different text. Rebuild what came after the tokenizer (make shards FORCE=1)")
+    return tok
 
 
 # ------------------------------------------------------------------------------------------ reader
@@ -238,13 +313,12 @@ class ShardReader:
         _check(0 <= m["eot_id"] < m["vocab_size"], f"{where}: eot id {m['eot_id']} outside the vocabulary")
         for split, info in m["splits"].items():
             for entry in info["shards"]:
-                for key, size_key in (("path", "bytes"), ("index", "index_bytes")):
-                    if key == "index" and m["format"] != "npy":
-                        continue
-                    p = self.root / entry[key]
+                # sizes only (cheap, every open); the sha256 of every byte is `verify`'s job
+                for rel, size, _ in shard_files(entry):
+                    p = self.root / rel
                     _check(p.is_file(), f"{where}: split {split!r}: shard file {p} is missing")
-                    _check(p.stat().st_size == entry[size_key],
-                           f"{p}: {p.stat().st_size} bytes, manifest says {entry[size_key]} (truncated or replaced)")
+                    _check(p.stat().st_size == size,
+                           f"{p}: {p.stat().st_size} bytes, manifest says {size} (truncated or replaced)")
 
     @property
     def format(self) -> str:
@@ -289,19 +363,29 @@ class ShardReader:
 
     # ---- checksums
     def verify(self) -> list[str]:
-        """sha256 of every shard (and index) file against the manifest; raises on the first mismatch."""
+        """sha256 of every shard (and index) file against the manifest; raises on the first damaged shard."""
         checked = []
         for split in self.splits:
             for entry in self.shards(split):
-                pairs = [(entry["path"], entry["sha256"])]
-                if "index" in entry:
-                    pairs.append((entry["index"], entry["index_sha256"]))
-                for rel, expected in pairs:
-                    actual = sha256_file(self.root / rel)
-                    _check(actual == expected, f"{self.root / rel}: sha256 {actual[:16]}... does not match "
-                                               f"the manifest's {expected[:16]}... (corrupt shard)")
-                    checked.append(rel)
+                for rel in damaged_files(self.root, entry):
+                    raise ShardFormatError(f"{self.root / rel}: sha256 does not match the manifest's "
+                                           f"(corrupt shard): rebuild with make shards FORCE=1")
+                checked += [rel for rel, _, _ in shard_files(entry)]
         return checked
+
+    # ---- the tokenizer that gives the ids their meaning
+    def load_tokenizer(self, required: bool = True):
+        """The tokenizer file the manifest names, checked against the shards' fingerprint.
+
+        With required=False a missing file gives None (inspect and training can do without text);
+        a file that exists but belongs to another tokenizer is always an error."""
+        path = self.tokenizer_path
+        if path is None or not path.is_file():
+            if required:
+                raise ShardFormatError(f"{self.manifest_path}: the tokenizer it names ({path}) is missing; "
+                                       "it is needed to turn ids into text and back (rerun make tokenizer)")
+            return None
+        return load_matching_tokenizer(path, self.tokenizer_fingerprint, f"the shards in {self.root} were made with")
 
     # ---- data, zero copy
     def shard_tokens(self, entry: dict[str, Any]) -> np.ndarray:

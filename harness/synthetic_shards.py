@@ -2,20 +2,19 @@
 
 For measurements and tests that need real shards (the production reader, the production loader) but
 not real text: the GPU check trains on random tokens at the real batch shape, and tests write tiny
-shards of a few documents. Files come from pipelines.shard_format's ShardWriter; the manifest holds
-what ShardReader checks (format, vocabulary, dtype, eot id, tokenizer fingerprint, shard list).
+shards of a few documents. Files come from the format's own ShardWriter and the manifest from its own
+`shards_manifest`, so these shards are exactly what the shards stage would write for the same tokens.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.shard_format import FORMAT_VERSION, MANIFEST_NAME, ShardWriter, dtype_for_vocab
+from contract.manifest import write_manifest
+from contract.shard_format import ShardWriter, dtype_for_vocab, shards_manifest
 
 
 def write_shards(out_dir: str | Path, splits: dict[str, Iterable[np.ndarray]], *, vocab_size: int, eot_id: int,
@@ -28,24 +27,18 @@ def write_shards(out_dir: str | Path, splits: dict[str, Iterable[np.ndarray]], *
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = dtype_for_vocab(vocab_size)
-    manifest_splits = {}
+    entries: dict[str, list[dict]] = {}
     for split, docs in splits.items():
-        entries: list[dict] = []
-        writer = ShardWriter(out, split, fmt, shard_tokens, dtype, eot_id, on_shard=entries.append)
-        n_docs = 0
+        entries[split] = []
+        writer = ShardWriter(out, split, fmt, shard_tokens, dtype, eot_id, on_shard=entries[split].append)
         for i, doc in enumerate(docs):
             tokens = np.concatenate([np.array([eot_id], dtype=dtype), np.asarray(doc, dtype=dtype)])
             writer.add(f"{split}-{i}", tokens, i)
-            n_docs += 1
         writer.close()
-        manifest_splits[split] = {"shards": entries, "documents": n_docs,
-                                  "tokens": sum(e["tokens"] for e in entries)}
-    manifest = {"format_version": FORMAT_VERSION, "format": fmt, "vocab_size": vocab_size, "dtype": dtype.name,
-                "eot_id": eot_id, "tokenizer": {"fingerprint": tokenizer_fingerprint, "path": tokenizer_path},
-                "splits": manifest_splits}
-    tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST_NAME)  # last: its presence means the shards are complete
+    manifest = shards_manifest(fmt=fmt, vocab_size=vocab_size, eot_id=eot_id, shard_tokens=shard_tokens,
+                               tokenizer={"fingerprint": tokenizer_fingerprint, "path": tokenizer_path},
+                               splits=entries)
+    write_manifest(out, manifest)  # last: its presence means the shards are complete
     return out
 
 

@@ -1,6 +1,6 @@
 """Benchmark: BPE training time and peak memory, ours (pure Python) against HF tokenizers (Rust).
 
-    python -m bench.bench_train [--vocab-sizes 4096 16384] [--repeats 3] [--stream-copies 4]
+    python -m bench.bench_learn_bpe [--vocab-sizes 4096 16384] [--repeats 3] [--stream-copies 4]
                                 [--no-many-words] [--no-write]
 
 Both trainers learn from the same text (the embedded python-docs corpus, ~2 MB), at each vocabulary
@@ -14,7 +14,7 @@ list is held once): since our trainer keeps only the table of distinct pre-token
 should not grow with the amount of text. The last row is a harder case: a deterministic
 synthetic corpus with ~10x more distinct pre-tokens than python-docs (random letter strings drawn
 from a Zipf-like distribution), where the merge loop, not the regex, dominates.
-Results go to BENCHMARKS.md, section "tokenizer-train".
+Results go to BENCHMARKS.md, section "learn-bpe".
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def _child(trainer: str, vocab_size: int, texts_path: str, copies: int) -> dict:
             yield from texts
 
     if trainer == "ours":
+        from tokenizer.learn_bpe import train_bpe_from_counts
         from tokenizer.pretokenize import count_pretokens
-        from tokenizer.train import train_bpe_from_counts
 
         baseline = _peak_rss_mib()
         # Exactly what train_bpe does, timed per phase.
@@ -124,7 +124,7 @@ def _run_child(trainer: str, vocab_size: int, texts_path: str, copies: int) -> d
     cmd = [
         sys.executable,
         "-m",
-        "bench.bench_train",
+        "bench.bench_learn_bpe",
         "--child",
         trainer,
         "--vocab",
@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> None:
             stamp(),
             "",
             f"Corpus: embedded python-docs, {len(texts):,} documents, {n_chars:,} characters"
-            + (" (and the synthetic many-words corpus, see bench/bench_train.py); " if args.many_words else "; ")
+            + (" (and the synthetic many-words corpus, see bench/bench_learn_bpe.py); " if args.many_words else "; ")
             + f"best of {args.repeats} fresh processes per cell; both trainers use all {os.cpu_count()} cores "
-            "(ours: worker processes for pre-tokenisation; HF: threads). Accept <= 3x HF, goal <= 2x. "
+            "(ours: worker processes for pre-tokenisation; HF: threads). Target: <= 3x HF, goal <= 2x. "
             "RSS: peak of the training process, with the growth of that peak during training in brackets "
             "(the rest is the interpreter, libraries and the corpus list); ours also shows the largest worker.",
             "",
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(markdown)
     if not args.no_write:
-        update_section("tokenizer-train", markdown)
+        update_section("learn-bpe", markdown)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command line: `python -m tokenizer.serve` (what `make serve` runs).
+"""Command line: `python -m service` (what `make serve` runs).
 
 Settings resolve as: flags > the recipe's [serve] section (with --config) > built-in defaults.
 With several workers we drive uvicorn's multiprocess supervisor ourselves (see main) to set one
@@ -8,6 +8,7 @@ socket option uvicorn.run would not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import socket
@@ -19,8 +20,8 @@ from .settings import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
-    RECIPE_SERVE_DEFAULTS,
     SETTINGS_ENV,
+    ServeSection,
     ServeSettings,
     recipe_serve_options,
 )
@@ -30,7 +31,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags > the recipe's [serve] section (with --config) > built-in defaults."""
-    p = argparse.ArgumentParser(prog="python -m tokenizer.serve", description="Serve one tokenizer over HTTP/JSON.")
+    p = argparse.ArgumentParser(prog="python -m service", description="Serve one tokenizer over HTTP/JSON.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--tokenizer", metavar="PATH", help="tokenizer.ljt.json written by the tokenizer stage")
     src.add_argument("--gpt2", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"), help="GPT-2 r50k_base files")
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError as e:  # RecipeError is a ValueError
             p.error(str(e))
     else:
-        base = dict(RECIPE_SERVE_DEFAULTS)
+        base = dataclasses.asdict(ServeSection())
         if not (args.tokenizer or args.gpt2):
             p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, or --config RECIPE")
     for key in ("host", "port", "workers", "max_body_bytes", "max_batch"):
@@ -89,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         # every worker dying at startup one after another.
         tok = settings.load_tokenizer()
     except (OSError, ValueError) as e:
-        print(f"tokenizer.serve: {e}", file=sys.stderr)
+        print(f"service: {e}", file=sys.stderr)
         return 2
     if args.host not in LOOPBACK_HOSTS:
         print(
-            f"tokenizer.serve: WARNING binding {args.host}: reachable beyond this machine, no authentication",
+            f"service: WARNING binding {args.host}: reachable beyond this machine, no authentication",
             file=sys.stderr,
         )
     print(
-        f"tokenizer.serve: {tok.name} n_vocab={tok.n_vocab} fingerprint={tok.fingerprint[:16]}... "
+        f"service: {tok.name} n_vocab={tok.n_vocab} fingerprint={tok.fingerprint[:16]}... "
         f"on http://{args.host}:{args.port} with {args.workers} worker(s)",
         file=sys.stderr,
         flush=True,
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from uvicorn.supervisors import Multiprocess
 
         os.environ[SETTINGS_ENV] = settings.to_env()  # inherited by the spawned worker processes
-        config = uvicorn.Config("tokenizer.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+        config = uvicorn.Config("service.app:app_from_env", factory=True, workers=args.workers, **common)
         # What uvicorn.run(workers=N) does, plus one socket option. The parent binds the socket that
         # all workers accept on; bound that way its protocol number is 0, so asyncio does not switch
         # off Nagle's algorithm on accepted connections as it does for sockets it creates itself.

@@ -1,4 +1,4 @@
-"""BPE training (tokenizer/train.py): merges identical to HF tokenizers' BpeTrainer, exact against a
+"""BPE training (tokenizer/learn_bpe.py): merges identical to HF tokenizers' BpeTrainer, exact against a
 naive reference trainer, parallel pre-tokenisation equal to in-process, and clear errors."""
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from collections import Counter
 import pytest
 
 from tokenizer.byte_order import BYTE_ORDER, BYTE_TO_ID, unicode_str_to_bytes
+from tokenizer.learn_bpe import BPETrainResult, train_bpe, train_bpe_from_counts
 from tokenizer.pretokenize import count_pretokens
-from tokenizer.train import BPETrainResult, train_bpe, train_bpe_from_counts
 
 
 # ----------------------------------------------------------------------------------------------
 # References
 # ----------------------------------------------------------------------------------------------
 def hf_train(texts: list[str], vocab_size: int, special_tokens: list[str] | None = None):
-    """HF tokenizers' BpeTrainer in the configuration the issue names; merges and vocab as bytes."""
+    """HF tokenizers' BpeTrainer set up as GPT-2-style byte-level BPE (ByteLevel pre-tokenizer, the full
+    byte alphabet, no minimum frequency); merges and vocab as bytes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())

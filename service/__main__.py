@@ -1,4 +1,4 @@
-"""`python -m tokenizer.serve`: see tokenizer/serve/cli.py."""
+"""`python -m service`: see service/cli.py."""
 
 import sys
 

@@ -3,10 +3,11 @@
 Other programs (notebooks, data tools in other languages, an inference server) must tokenise with
 *exactly* the tokenizer the shards were made with. So every answer carries the tokenizer's
 fingerprint (in the body and in the `X-Tokenizer-Fingerprint` header) for the caller to compare
-with a shard manifest's `tokenizer_fingerprint`.
+with the shards' own: `ShardReader("artifacts/demo/shards").tokenizer_fingerprint` (in the shard
+manifest.json: manifest["tokenizer"]["fingerprint"]).
 
-    python -m tokenizer.serve --tokenizer artifacts/demo/tokenizer/tokenizer.ljt.json --workers 2
-    python -m tokenizer.serve --gpt2 encoder.json vocab.bpe            # GPT-2's r50k_base
+    python -m service --tokenizer artifacts/demo/tokenizer/tokenizer.ljt.json --workers 2
+    python -m service --gpt2 encoder.json vocab.bpe            # GPT-2's r50k_base
 
 Endpoints (JSON, versioned under /v1; schema at /openapi.json, docs at /docs):
     POST /v1/encode   {"text": str} | {"texts": [str]}, "allowed_special", "disallowed_special"
@@ -33,12 +34,15 @@ Design notes
 
 Modules: settings (what to serve, limits, the recipe's [serve] section), errors (the JSON error
 shape), middleware (body-size limit, fingerprint header), app (FastAPI endpoints), cli (`python -m
-tokenizer.serve`), process (run it as a child process). The client is tokenizer/client.py.
+service`), client (a small stdlib HTTP client). Tests and benchmarks start the service as a child
+process with harness/service_process.py.
+
+The service is an application on top of the library: it imports the tokenizer and the recipe
+contract (for --config), and nothing of the tokenizer imports it.
 """
 
 from .app import API_VERSION, FINGERPRINT_HEADER, app_from_env, create_app
 from .cli import main, parse_args
-from .process import ServiceProcess, free_loopback_port
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServeSettings
 
 __all__ = [
@@ -47,10 +51,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "FINGERPRINT_HEADER",
     "ServeSettings",
-    "ServiceProcess",
     "app_from_env",
     "create_app",
-    "free_loopback_port",
     "main",
     "parse_args",
 ]

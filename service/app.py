@@ -277,6 +277,6 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (`tokenizer.serve:app_from_env`): each worker process loads the tokenizer once."""
+    """uvicorn factory (`service:app_from_env`): each worker process loads the tokenizer once."""
     settings = ServeSettings.from_env()
     return create_app(settings.load_tokenizer(), settings)

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tokenizer.atomic_write import write_json_atomic
+
 MANIFEST = "manifest.json"
 
 
@@ -40,26 +42,9 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
-    """Temporary name + os.replace: readers see the old file or the new one, never half of one.
-
-    The rename alone survives kill -9 (the page cache outlives the process); `durable` adds an
-    fsync so that it also survives a power cut. Frequent progress files skip it: their content
-    is re-checked (sizes, sha256) before a resume trusts it.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
-    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
+def write_manifest(stage_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Publish a stage's manifest.json: call it LAST, when every output it lists is in place."""
+    return write_json_atomic(Path(stage_dir) / MANIFEST, manifest)
 
 
 def read_json(path: str | os.PathLike) -> Any:

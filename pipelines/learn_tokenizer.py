@@ -22,12 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines import manifest as mf
-from pipelines.data import count_raw_documents, iter_raw_documents
-from pipelines.recipe import Recipe
+from contract import manifest as mf
+from contract.raw import count_raw_documents, iter_raw_documents
+from contract.recipe import TOKENIZER_FILE, Recipe
 from pipelines.stage_cli import stage_main
-
-TOKENIZER_FILE = "tokenizer.ljt.json"
+from tokenizer.atomic_write import write_json_atomic
 
 
 class TokenizerStageError(ValueError):
@@ -112,7 +111,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         mf.remove_manifest(out_dir)
         tok, training = _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log)
     report = _report(tok, training, raw_dir, n_train_docs, cfg, recipe.section("tokenizer"), compare)
-    mf.write_json_atomic(out_dir / "report.json", report)
+    write_json_atomic(out_dir / "report.json", report)
 
     outputs = [out_dir / TOKENIZER_FILE, out_dir / "tokenizer.tiktoken", out_dir / "hf" / "tokenizer.json",
                out_dir / "hf" / "tokenizer_config.json", out_dir / "report.json"]
@@ -126,7 +125,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
                       "eot_id": tok.eot_id, "special_tokens": tok.special_tokens, "file": TOKENIZER_FILE},
         "outputs": [mf.output_entry(p, out_dir) for p in outputs],
     }
-    mf.write_json_atomic(out_dir / mf.MANIFEST, manifest)
+    mf.write_manifest(out_dir, manifest)
     line = (f"tokenizer: {tok.n_vocab} tokens (trained in {training['seconds']:.1f} s); "
             f"held-out bytes/token {report['ours']['bytes_per_token']}")
     if report["gpt2"]:
