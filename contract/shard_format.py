@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from contract.manifest import sha256_file  # stdlib only
+from contract.manifest import MANIFEST, sha256_file  # stdlib only
 from tokenizer.atomic_write import atomic_open, atomic_path
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 FORMATS = ("npy", "arrow")
 
 
@@ -275,7 +274,7 @@ class ShardReader:
 
     def __init__(self, path: str | os.PathLike, expect_fingerprint: str | None = None, verify: bool = False):
         path = Path(path)
-        self.manifest_path = path if path.is_file() else path / MANIFEST_NAME
+        self.manifest_path = path if path.is_file() else path / MANIFEST
         self.root = self.manifest_path.parent
         try:
             text = self.manifest_path.read_text(encoding="utf-8")

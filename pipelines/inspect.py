@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from contract.shard_format import MANIFEST_NAME, ShardFormatError, ShardReader, damaged_files, shard_files
+from contract.manifest import MANIFEST
+from contract.shard_format import ShardFormatError, ShardReader, damaged_files, shard_files
 from tokenizer.atomic_write import atomic_path
 
 BYTES_SAMPLE_TOKENS = 1_000_000   # bytes/token is measured on (up to) this many tokens per split
@@ -33,7 +34,7 @@ COUNT_CHUNK = 1 << 24             # bincount in chunks: bounded memory on 100M-t
 
 def open_reader(path: Path) -> tuple[ShardReader, str | None]:
     """(reader, the one shard file to restrict to or None)."""
-    if path.is_file() and path.name != MANIFEST_NAME:
+    if path.is_file() and path.name != MANIFEST:
         return ShardReader(path.parent), path.name
     return ShardReader(path), None
 
