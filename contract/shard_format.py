@@ -366,8 +366,9 @@ class ShardReader:
         checked = []
         for split in self.splits:
             for entry in self.shards(split):
-                for rel in damaged_files(self.root, entry):
-                    raise ShardFormatError(f"{self.root / rel}: sha256 does not match the manifest's "
+                damaged = damaged_files(self.root, entry)
+                if damaged:
+                    raise ShardFormatError(f"{self.root / damaged[0]}: sha256 does not match the manifest's "
                                            f"(corrupt shard): rebuild with make shards FORCE=1")
                 checked += [rel for rel, _, _ in shard_files(entry)]
         return checked
