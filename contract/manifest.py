@@ -25,6 +25,10 @@ from tokenizer.atomic_write import write_json_atomic
 MANIFEST = "manifest.json"
 
 
+class ManifestError(ValueError):
+    """A manifest (or another stage record) that is present but not what the contract says: names file and key."""
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
