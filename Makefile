@@ -12,6 +12,20 @@ STAMP      := $(VENV)/.installed
 # The CPU wheel of torch (small; installed where no GPU is present); GPU machines get pip's default CUDA build.
 TORCH_CPU  ?= torch==2.13.0
 
+# Values typed after `make` reach the commands exactly as typed, each as ONE shell word: `quote`
+# wraps a value in single quotes and writes every ' inside it as '\'' (close, escaped quote,
+# reopen). Values that may hold `$(...)` (SET, PROMPT, DOC) are read with $(value ...): plain
+# $(PROMPT) would let make expand `$(date)` itself, to an empty make variable, without a word.
+#   make shards SET='data.paths=["/data/my file.jsonl"] shards.workers=1'
+#   make sample PROMPT='Cost: $(5) or "more"'
+quote    = '$(subst ','\'',$(1))'
+SET_ARGS = $(if $(value SET),--set $(call quote,$(value SET)))
+
+# make DEBUG=1: expected failures print their traceback too, not just the one `error:` line.
+ifneq ($(filter 1 yes true,$(DEBUG)),)
+export LLM_JOURNEY_DEBUG := 1
+endif
+
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint bench clean
 
@@ -22,6 +36,7 @@ help:
 	@echo "make data|tokenizer|shards|inspect|pretrain|sample|eval|serve   (CONFIG=$(CONFIG))"
 	@echo "make hellaswag|export-hf|gpu-check    evaluation, HF export, GPU throughput check"
 	@echo "make bench            all benchmarks (bench-encode, bench-learn-bpe, bench-shards, bench-serve; BENCHMARKS.md)"
+	@echo "FORCE=1 redo the named stage; VERIFY=1 hash every output before skipping a stage; DEBUG=1 tracebacks"
 
 setup: $(STAMP)
 

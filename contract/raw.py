@@ -17,10 +17,17 @@ import pyarrow.parquet as pq
 
 from contract import manifest as mf
 
+# raw/manifest.json as its readers use it: the outputs in order, and the counts the data stage reports.
+RAW_MANIFEST = {
+    **mf.STAGE_MANIFEST,
+    "stats": {"documents": int, "characters": int, "skipped_empty": int, "repaired_documents": int,
+              "replaced_characters": int},
+}
+
 
 def raw_files(raw_dir: Path) -> list[Path]:
-    """The raw parquet files in order, from the data stage's manifest (which must exist)."""
-    manifest = mf.read_manifest(raw_dir)
+    """The raw parquet files in order, from the data stage's manifest (which must exist and be valid)."""
+    manifest = mf.read_manifest(raw_dir, RAW_MANIFEST)
     if manifest is None:
         raise FileNotFoundError(f"{raw_dir}/manifest.json is missing: run `make data` first")
     return [raw_dir / out["path"] for out in manifest["outputs"]]

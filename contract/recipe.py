@@ -9,8 +9,8 @@ typo in a recipe (`shard_token = ...`) must not silently fall back to a default 
 
 This module owns the schemas of the data stages (`data`, `tokenizer`, `shards`) and checks them when
 the recipe is loaded. The sections of later stages are validated by their owners with the same
-function when they are read: `model`, `train`, `eval`, `wandb` by train/config.py, `serve` by
-service/settings.py.
+function when they are read: `model`, `train`, `eval`, `wandb` by train/config.py, `sft` by
+train/sft_config.py, `serve` by service/settings.py.
 
 Overrides (`make shards SET="shards.workers=1"` or `load_recipe(path, {"shards.workers": "1"})`)
 are parsed as TOML values, so `2` is an int, `true` a bool and `"x"`/`x` a string, then checked
@@ -130,8 +130,12 @@ class DataSection:
 
 @dataclass(frozen=True)
 class TokenizerSection:
-    """[tokenizer]: what `make tokenizer` learns, from how much text."""
+    """[tokenizer]: what `make tokenizer` learns, from how much text -- or which tokenizer it takes instead."""
 
+    # "train" (learn BPE merges on the raw documents), "gpt2" (GPT-2's r50k_base: the two files below when
+    # given, else from the hub), or a path to a .ljt.json, .tiktoken or HF tokenizer.json file (or a directory
+    # holding one). Not "train": the keys up to special_tokens do not apply (pipelines/learn_tokenizer.py).
+    use: str = "train"
     vocab_size: int = 4096
     max_characters: int = 10_000_000
     max_chars_per_doc: int = 10_000
@@ -143,6 +147,8 @@ class TokenizerSection:
 
     def check(self, fail: Callable[[str], NoReturn]) -> None:
         no_negative_numbers(self, fail)
+        if not self.use.strip():
+            fail("key 'use' must be \"train\", \"gpt2\" or the path of a tokenizer file")
         if self.vocab_size < 256 + len(self.special_tokens):
             fail("key 'vocab_size' must be at least 256 + the number of special tokens")
 
@@ -173,7 +179,7 @@ class ShardsSection:
 # Checked when the recipe is loaded: every data stage then sees a full section, defaults filled in.
 DATA_STAGE_SECTIONS: dict[str, type] = {"data": DataSection, "tokenizer": TokenizerSection, "shards": ShardsSection}
 # Sections owned by later stages: accepted here, validated by their owners (with parse_section).
-LATER_STAGE_SECTIONS = {"model", "train", "eval", "wandb", "serve"}
+LATER_STAGE_SECTIONS = {"model", "train", "eval", "wandb", "serve", "sft"}
 TOP_LEVEL_KEYS: dict[str, Any] = {"name": "", "description": "", "artifacts_root": "artifacts"}
 
 
@@ -267,11 +273,50 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, str] | None = None
     return Recipe(name=name, path=path, raw=raw, artifacts_root=Path(raw.get("artifacts_root", "artifacts")))
 
 
+def split_overrides(text: str) -> list[str]:
+    """Cut `a=1 b="x y" c=["p q", 'r']` into its assignments: at the spaces between them, never at a
+    space inside a value's quotes or brackets. So Make's SET can hold TOML values with spaces:
+
+        make shards SET='data.paths=["/data/my file.jsonl"] shards.workers=1'
+    """
+    items: list[str] = []
+    current: list[str] = []
+    depth, quote, escaped = 0, "", False
+    for ch in text:
+        if quote:   # inside "..." or '...': everything belongs to the value; \" does not end a "..."
+            current.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch.isspace() and depth == 0:
+            if current:
+                items.append("".join(current))
+                current = []
+        else:
+            # a quote opens a string only where a TOML value may start (an apostrophe inside a bare word is text)
+            opens = ch in "\"'" and (not current or current[-1] in "=[{," or current[-1].isspace())
+            current.append(ch)
+            if opens:
+                quote = ch
+            elif ch in "[{":
+                depth += 1
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+    if current:
+        items.append("".join(current))
+    return items
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """['shards.workers=2', ...] (command line / Make's SET) -> {'shards.workers': '2'}."""
+    """['shards.workers=2 shards.format=arrow', ...] (command line / Make's SET) -> {'shards.workers': '2', ...}.
+
+    Each item may hold several assignments separated by spaces (see split_overrides)."""
     out: dict[str, str] = {}
     for item in items or []:
-        for part in item.split():
+        for part in split_overrides(item):
             key, sep, value = part.partition("=")
             if not sep or not key:
                 raise RecipeError(f"override {part!r}: expected section.key=value")
@@ -284,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser = argparse.ArgumentParser(prog="python -m contract.recipe", description=main.__doc__)
+    parser.add_argument("config", help="recipe TOML, e.g. configs/demo.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a recipe value, as make's SET does (repeatable)")
     args = parser.parse_args(argv)
     try:
         recipe = load_recipe(args.config, parse_overrides(args.set))

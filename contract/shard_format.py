@@ -7,13 +7,17 @@ Layout of artifacts/<recipe>/shards/ (format version 1):
     train_000000.npy               format "npy": one flat token array per shard, like build-nanogpt's
     train_000000.index.arrow         + its document index (Arrow IPC stream: id, start)
     val_000000.arrow               format "arrow": an Arrow IPC *stream* with ONE record batch,
-                                   one row per document: input_ids list<uint16|uint32>, id string
+                                   one row per document piece: input_ids list<uint16|uint32>, id string
 
 Invariants the reader relies on (and training exploits):
 - Every document is preceded by the end-of-text token, and documents are encoded as ordinary
   text, so eot appears ONLY at document starts: the stream never runs two documents together.
 - Every shard except the last of a split holds exactly `shard_tokens` tokens. A document that
   crosses a boundary is cut: its continuation starts the next shard (same id, no leading eot).
+  In an arrow shard that makes the continuation the shard's first row, so a document is one row
+  per shard it touches: rows whose input_ids start with eot are the documents, and only a shard's
+  first row can be a continuation (`ShardReader.iter_documents` stitches them). Never splitting a
+  document would break the fixed shard size that resume and byte identity rest on.
 - Tokens are uint16 when the vocabulary fits in 65,536 ids, else uint32.
 - An arrow shard is a single record batch, so its `input_ids` values are one contiguous buffer:
   memory-mapping the file gives the whole shard as one zero-copy numpy array, exactly like
@@ -41,15 +45,54 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from contract.manifest import MANIFEST, sha256_file  # stdlib only
+from contract.manifest import (  # stdlib only
+    MANIFEST,
+    OUTPUT,
+    EachValue,
+    ManifestError,
+    MayOmit,
+    check_manifest,
+    check_schema,
+    file_problem,
+    sha256_file,
+)
 from tokenizer.atomic_write import atomic_open, atomic_path
 
 FORMAT_VERSION = 1
 FORMATS = ("npy", "arrow")
+REBUILD = "`make shards` rebuilds it"
+# A same-size corruption is found only by hashing, which `make shards` does for big shards only when
+# their stat stamps changed (contract/manifest.py); VERIFY=1 hashes every file, then re-encodes.
+REENCODE = "`make shards VERIFY=1` re-encodes it (from the first damaged shard on)"
 
 
 class ShardFormatError(ValueError):
     """Shards that cannot be used as they are: missing, corrupt, or made by another tokenizer."""
+
+
+class ShardManifestError(ShardFormatError, ManifestError):
+    """A shard manifest that is not what the format says (a missing key, a wrong type, an edited value).
+
+    Both kinds of error at once: callers that handle unusable shards and callers that handle broken
+    manifests each see it as theirs."""
+
+
+# The manifest as readers rely on it (contract/manifest.py explains the notation). The writer adds
+# more (the stage's config and inputs, a shard's piece count); readers only state what they use.
+SHARD_ENTRY = {"path": str, "bytes": int, "sha256": str, "tokens": int, "documents": int}
+NPY_SHARD_ENTRY = {**SHARD_ENTRY, "index": str, "index_bytes": int, "index_sha256": str}
+
+
+def manifest_schema(fmt: str) -> dict[str, Any]:
+    """The keys of a shard directory's manifest.json in format `fmt` (npy shards also list their index)."""
+    return {
+        "format_version": int, "format": str,
+        "tokenizer": {"fingerprint": str, "name": MayOmit((str, None)), "path": MayOmit((str, None))},
+        "vocab_size": int, "dtype": str, "eot_id": int, "shard_tokens": int,
+        "splits": EachValue({"tokens": int, "documents": int, "skipped_empty": int,
+                             "shards": [NPY_SHARD_ENTRY if fmt == "npy" else SHARD_ENTRY]}),
+        "outputs": [OUTPUT],
+    }
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -97,6 +140,14 @@ def _write_stream(path: Path, batch: pa.RecordBatch) -> None:
     with atomic_path(path, durable=False) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
+
+
+def _write_npy(f, array: np.ndarray) -> None:
+    """The bytes np.save writes for a 1-D array (format 1.0 header, then the data), written with
+    f.write. numpy's own writer uses ndarray.tofile, which reports a full disk as a bare "N requested
+    and M written" without an errno, so the error could not be told apart from a bug."""
+    np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+    f.write(memoryview(array))
 
 
 # ------------------------------------------------------------------------------------------ writer
@@ -169,7 +220,7 @@ class ShardWriter:
             entry["index_bytes"] = index_final.stat().st_size
             entry["index_sha256"] = sha256_file(index_final)
             with atomic_open(final, "wb", durable=False) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(tokens), allow_pickle=False)
+                _write_npy(f, np.ascontiguousarray(tokens))
         else:
             offsets = np.append(starts, len(tokens)).astype(np.int32)
             values = _arrow_from_numpy(tokens, _arrow_type(self.dtype))
@@ -198,14 +249,9 @@ def shard_files(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
 def damaged_files(root: Path, entry: dict[str, Any]) -> list[str]:
     """The files of one shard that are missing or differ from its manifest entry (size, then sha256).
 
-    The ONE checksum check of the format: the shards stage keeps only undamaged shards when it resumes,
-    `ShardReader.verify` refuses damaged ones, inspect lists them."""
-    damaged = []
-    for rel, size, digest in shard_files(entry):
-        p = root / rel
-        if not p.is_file() or p.stat().st_size != size or sha256_file(p) != digest:
-            damaged.append(rel)
-    return damaged
+    The ONE checksum check of the format, always in full (every byte hashed): the shards stage keeps only
+    undamaged shards when it resumes, `ShardReader.verify` refuses damaged ones, inspect lists them."""
+    return [rel for rel, size, digest in shard_files(entry) if file_problem(root / rel, size, digest)]
 
 
 def shards_manifest(*, fmt: str, vocab_size: int, eot_id: int, shard_tokens: int, tokenizer: dict[str, Any],
@@ -243,19 +289,24 @@ def shards_manifest(*, fmt: str, vocab_size: int, eot_id: int, shard_tokens: int
     }
 
 
-def load_matching_tokenizer(path: str | os.PathLike, fingerprint: str, made_with: str):
+def load_matching_tokenizer(path: str | os.PathLike, fingerprint: str, made_with: str,
+                            remedy: str = "`make shards` rebuilds whichever of the two no longer matches the recipe"):
     """Load a tokenizer file and make sure it is the one whose fingerprint the artifacts record.
 
     Token ids only mean something together with the tokenizer that produced them, so every reader of
     ids (the shards stage, training, sampling, inspect) loads its tokenizer through this check.
-    `made_with` names what the fingerprint comes from, for the error message."""
+    `made_with` names what the fingerprint comes from, `remedy` what fixes a mismatch or a corrupt file."""
     from tokenizer import Tokenizer  # lazily: reading shards never needs it
+    from tokenizer.formats import TokenizerFileError
 
-    tok = Tokenizer.load(path)
+    try:
+        tok = Tokenizer.load(path)
+    except TokenizerFileError as exc:
+        raise ShardFormatError(f"{exc}; {remedy}") from None
     if tok.fingerprint != fingerprint:
         raise ShardFormatError(
             f"{path} has fingerprint {tok.fingerprint[:16]}..., but {made_with} {fingerprint[:16]}...: "
-            "the same ids would mean different text. Rebuild what came after the tokenizer (make shards FORCE=1)")
+            f"the same ids would mean different text; {remedy}")
     return tok
 
 
@@ -285,29 +336,32 @@ class ShardReader:
         try:
             self.manifest: dict[str, Any] = json.loads(text)
         except ValueError as exc:
-            raise ShardFormatError(f"{self.manifest_path} is not valid JSON: {exc}") from None
+            raise ShardManifestError(f"{self.manifest_path} is not valid JSON: {exc}; {REBUILD}") from None
         self._validate_manifest()
         if expect_fingerprint is not None and expect_fingerprint != self.tokenizer_fingerprint:
             raise ShardFormatError(
                 f"{self.root}: shards were encoded with tokenizer {self.tokenizer_fingerprint[:16]}..., "
                 f"but the tokenizer given has fingerprint {expect_fingerprint[:16]}...; token ids would mean "
-                f"different things. Rebuild the shards with this tokenizer (make shards FORCE=1) or use "
-                f"the tokenizer at {self.manifest['tokenizer'].get('path')}"
+                f"different things. Rebuild the shards with this tokenizer (`make shards` does when it is "
+                f"the recipe's) or use the tokenizer at {self.manifest['tokenizer'].get('path')}"
             )
         if verify:
             self.verify()
 
     # ---- manifest facts
     def _validate_manifest(self) -> None:
-        m, where = self.manifest, str(self.manifest_path)
-        for key in ("format_version", "format", "tokenizer", "vocab_size", "dtype", "eot_id", "splits"):
-            _check(key in m, f"{where}: missing key {key!r}")
-        _check(m["format_version"] == FORMAT_VERSION,
-               f"{where}: format version {m['format_version']} (this reader knows version {FORMAT_VERSION})")
-        _check(m["format"] in FORMATS, f"{where}: unknown format {m['format']!r}")
-        _check(isinstance(m["tokenizer"], dict) and "fingerprint" in m["tokenizer"],
-               f"{where}: 'tokenizer' must hold a 'fingerprint'")
-        _check(np.dtype(m["dtype"]) == dtype_for_vocab(m["vocab_size"]),
+        """The schema (every key the reader uses, with its type), the checksum, then the facts themselves.
+        Version first: a newer format deserves "newer version", not a list of keys it moved."""
+        m, where = self.manifest, self.manifest_path
+        try:
+            check_schema(m, {"format_version": int, "format": str}, file=where)
+            _check(m["format_version"] == FORMAT_VERSION,
+                   f"{where}: format version {m['format_version']} (this reader knows version {FORMAT_VERSION})")
+            _check(m["format"] in FORMATS, f"{where}: unknown format {m['format']!r}")
+            check_manifest(m, manifest_schema(m["format"]), where)
+        except ManifestError as exc:
+            raise ShardManifestError(f"{exc}; {REBUILD}") from None
+        _check(m["dtype"] in ("uint16", "uint32") and np.dtype(m["dtype"]) == dtype_for_vocab(m["vocab_size"]),
                f"{where}: dtype {m['dtype']} does not fit vocab size {m['vocab_size']}")
         _check(0 <= m["eot_id"] < m["vocab_size"], f"{where}: eot id {m['eot_id']} outside the vocabulary")
         for split, info in m["splits"].items():
@@ -315,9 +369,9 @@ class ShardReader:
                 # sizes only (cheap, every open); the sha256 of every byte is `verify`'s job
                 for rel, size, _ in shard_files(entry):
                     p = self.root / rel
-                    _check(p.is_file(), f"{where}: split {split!r}: shard file {p} is missing")
+                    _check(p.is_file(), f"{where}: split {split!r}: shard file {p} is missing; {REBUILD}")
                     _check(p.stat().st_size == size,
-                           f"{p}: {p.stat().st_size} bytes, manifest says {size} (truncated or replaced)")
+                           f"{p}: {p.stat().st_size} bytes, manifest says {size} (truncated or replaced); {REBUILD}")
 
     @property
     def format(self) -> str:
@@ -369,7 +423,7 @@ class ShardReader:
                 damaged = damaged_files(self.root, entry)
                 if damaged:
                     raise ShardFormatError(f"{self.root / damaged[0]}: sha256 does not match the manifest's "
-                                           f"(corrupt shard): rebuild with make shards FORCE=1")
+                                           f"(corrupt shard); {REENCODE}")
                 checked += [rel for rel, _, _ in shard_files(entry)]
         return checked
 
@@ -383,7 +437,7 @@ class ShardReader:
         if path is None or not path.is_file():
             if required:
                 raise ShardFormatError(f"{self.manifest_path}: the tokenizer it names ({path}) is missing; "
-                                       "it is needed to turn ids into text and back (rerun make tokenizer)")
+                                       "it is needed to turn ids into text and back (`make tokenizer` rebuilds it)")
             return None
         return load_matching_tokenizer(path, self.tokenizer_fingerprint, f"the shards in {self.root} were made with")
 

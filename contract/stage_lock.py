@@ -10,6 +10,10 @@ the directory itself may be deleted and rebuilt by the stage, and a file inside 
 listings of the stage's outputs. flock locks belong to the open file, so the kernel releases them
 when the process dies for any reason (kill -9 included): there is never a stale lock to clean up,
 which is why the lock file itself is left in place (deleting it would race with a new locker).
+
+Where the directory cannot be written (shards shared read-only on a cluster) an existing lock file
+is opened read-only, which flock accepts: checking that such shards are up to date still works,
+and whatever would write there fails with "permission denied" as it should.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ def stage_lock(directory: Path | str, stage: str) -> Iterator[None]:
     directory = Path(directory)
     path = lock_path_for(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    writable = True
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not path.is_file():
+            raise
+        fd, writable = os.open(path, os.O_RDONLY), False
     try:
         if fcntl is not None:
             try:
@@ -53,9 +63,9 @@ def stage_lock(directory: Path | str, stage: str) -> Iterator[None]:
                 raise StageBusyError(
                     f"{directory}: another `{stage}` run (pid {holder}) is writing this directory; "
                     f"wait for it to finish or stop it, then run again") from None
-        # Record who holds it, for the message above (informational only: the flock is the lock).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # record who holds it, for the message above (informational only: the flock is the lock)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

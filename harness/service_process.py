@@ -1,7 +1,11 @@
-"""Run the service as a child process on a free loopback port: for tests, benchmarks, notebooks."""
+"""Run the service as a child process on a free loopback port: for tests, benchmarks, notebooks.
+
+Also: raw-socket helpers (raw_connection, read_raw_response) for requests http.client will not send
+(half a body, a lying or doubled Content-Length), and peak_rss_kib to measure a worker's memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -135,3 +139,48 @@ class ServiceProcess:
         self.stop()
         if self._log is not None:
             self._log.close()
+
+
+@dataclasses.dataclass
+class RawResponse:
+    """One HTTP response read off a raw socket, and whether the server closed the connection after it."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    closed: bool
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_connection(svc: ServiceProcess, timeout: float = 10.0) -> socket.socket:
+    """A plain TCP connection to the service, for requests http.client would refuse to send (a lying
+    Content-Length, half a body, two Content-Length headers)."""
+    return socket.create_connection((svc.host, svc.port), timeout=timeout)
+
+
+def read_raw_response(sock: socket.socket, timeout: float = 10.0, close_wait: float = 0.5) -> RawResponse:
+    """Read one response from `sock` (TimeoutError if none comes within `timeout` seconds), then wait up
+    to `close_wait` seconds to see whether the server closes the connection (EOF, or a reset)."""
+    sock.settimeout(timeout)
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    body = resp.read()
+    sock.settimeout(close_wait)
+    try:
+        closed = sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    except ConnectionResetError:
+        closed = True
+    return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, closed)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The most resident memory process `pid` has had so far (Linux VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for process {pid}")

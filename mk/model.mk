@@ -6,4 +6,5 @@ CKPT ?= $(ART)/pretrain/ckpt.pt
 OUT  ?= $(ART)/hf-export
 .PHONY: export-hf
 export-hf: $(STAMP)
-	$(PY) -m pipelines.hf export $(CKPT) $(OUT) --tokenizer $(ART)/tokenizer/tokenizer.ljt.json
+	$(PY) -m pipelines.hf export $(call quote,$(CKPT)) $(call quote,$(OUT)) \
+	  --tokenizer $(call quote,$(ART)/tokenizer/tokenizer.ljt.json)

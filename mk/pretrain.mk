@@ -2,10 +2,11 @@
 #
 #   make pretrain                         data -> tokenizer -> shards (cheap when up to date) -> train
 #   make pretrain RESUME=1                continue from artifacts/<recipe>/pretrain/ckpt.pt
+#   make pretrain FORCE=1                 start over; the previous run is replaced at the first checkpoint
 #   make pretrain SET="train.max_steps=100 wandb.mode=offline"     override recipe keys
 #   make pretrain CONFIG=configs/fineweb-edu-10B.toml              GPT-2 124M on 1-8 GPUs
 #   make pretrain NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1        multi-node (run on every node)
-#   make sample PROMPT="The meaning of life is"                   TOKENS=64 NUM=3
+#   make sample PROMPT='The meaning of "life" is'                 TOKENS=64 NUM=3 (the prompt passes as typed)
 #   make eval                             val loss (+ HellaSwag when eval.hellaswag is set)
 #   make hellaswag                        download the official validation set, score the checkpoint (if any)
 #   make gpu-check                        ~50 steps of gpt2 on one GPU: tokens/s and MFU -> BENCHMARKS.md
@@ -24,7 +25,10 @@ TOKENS      ?= 64
 NUM         ?= 3
 HELLASWAG   ?= artifacts/hellaswag/hellaswag_val.jsonl
 
-PRETRAIN_ARGS = --config $(CONFIG) $(foreach s,$(SET),--set $(s)) $(if $(filter 1 yes true,$(RESUME)),--resume)
+# A rerun never overwrites a run (train/run_dir.py): RESUME=1 continues it, FORCE=1 starts over (the old
+# run is kept until the new run's first checkpoint); FORCE=1 here does not redo the data stages.
+PRETRAIN_ARGS = --config $(call quote,$(CONFIG)) $(SET_ARGS) $(if $(filter 1 yes true,$(RESUME)),--resume) \
+                $(call pipeline_force,pretrain)
 # Single node: --standalone picks a free local rendezvous port. Several nodes: torchrun's c10d
 # rendezvous on MASTER_ADDR:MASTER_PORT (every node runs the same command with its NODE_RANK).
 TORCHRUN_ARGS = $(if $(filter 1,$(NNODES)),--standalone,--nnodes=$(NNODES) --node_rank=$(NODE_RANK) \
@@ -41,19 +45,21 @@ pretrain: shards
 	  set -x; $(PY) -m pipelines.pretrain $(PRETRAIN_ARGS); \
 	fi
 
+# PROMPT is read with $(value ...): make would otherwise expand a `$(...)` in it to nothing, silently.
 sample: $(STAMP)
-	$(PY) -m pipelines.sample --config $(CONFIG) $(foreach s,$(SET),--set $(s)) \
-	  --prompt '$(subst ','\'',$(PROMPT))' --tokens $(TOKENS) --num $(NUM)
+	$(PY) -m pipelines.sample --config $(call quote,$(CONFIG)) $(SET_ARGS) \
+	  --prompt $(call quote,$(value PROMPT)) --tokens $(call quote,$(TOKENS)) --num $(call quote,$(NUM))
 
 eval: $(STAMP)
-	$(PY) -m pipelines.evaluate --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+	$(PY) -m pipelines.evaluate --config $(call quote,$(CONFIG)) $(SET_ARGS)
 
 # Needs network once; the file is kept under artifacts/hellaswag/. Set eval.hellaswag in a recipe
 # to also score HellaSwag during training.
 hellaswag: $(STAMP)
-	$(PY) -m train.hellaswag $(HELLASWAG)
-	@if [ -f $(ART)/pretrain/ckpt.pt ]; then \
-	  set -x; $(PY) -m pipelines.evaluate --config $(CONFIG) $(foreach s,$(SET),--set $(s)) --hellaswag $(HELLASWAG); \
+	$(PY) -m pipelines.hellaswag $(call quote,$(HELLASWAG))
+	@if [ -f $(call quote,$(ART)/pretrain/ckpt.pt) ]; then \
+	  set -x; $(PY) -m pipelines.evaluate --config $(call quote,$(CONFIG)) $(SET_ARGS) \
+	    --hellaswag $(call quote,$(HELLASWAG)); \
 	else echo "no checkpoint in $(ART)/pretrain yet: make pretrain first, then make hellaswag scores it"; fi
 
 gpu-check: $(STAMP)

@@ -33,6 +33,43 @@ MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # note: ".attn.bias", not ".
 # GPT-2's released widths -> head counts: lets a bare state dict of an OpenAI size load without a config.
 KNOWN_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU's tanh approximation
+LAYER_KEY = re.compile(r"transformer\.h\.(\d+)\.")
+
+
+def weights_contradict_config(config: GPTConfig, weights: Mapping[str, torch.Tensor], vocab_rows: int) -> str | None:
+    """The first field of `config` that the tensors contradict ("key: config says X, the tensors Y"), or None.
+
+    A config is a few numbers anyone can edit; the tensors are what the file really holds. GPT(config)
+    allocates what the config says, so a config claiming n_layer = 10**6 beside a 2-layer state dict would
+    spend minutes and all the memory building blocks before load_state_dict could notice anything. The
+    facts the tensors prove cheaply (layers from the key names, widths from two shapes) are compared
+    first, which bounds the model to be built by the size of the file. Shared by both readers of weights
+    from elsewhere: training checkpoints (vocab_rows = the padded vocabulary) and transformers
+    directories (vocab_rows = the real one). n_head is not in any shape; GPTConfig checks it divides n_embd.
+    """
+    def shape(key: str) -> tuple[int, ...] | None:
+        t = weights.get(key)
+        return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+    wte, wpe = shape("transformer.wte.weight"), shape("transformer.wpe.weight")
+    for key, s in (("transformer.wte.weight", wte), ("transformer.wpe.weight", wpe)):
+        if s is None or len(s) != 2:
+            return f"{key}: missing or not a matrix ({s}); not GPT-2 weights"
+    layers = sorted({int(m.group(1)) for k in weights if (m := LAYER_KEY.match(k))})
+    if layers != list(range(len(layers))):
+        return f"n_layer: the layer keys transformer.h.<i> are not numbered 0..n-1 (found {layers[:8]}...)"
+    facts = {
+        "n_layer": (config.n_layer, len(layers)),
+        "n_embd": (config.n_embd, wte[1]),
+        "vocab_size": (vocab_rows, wte[0]),
+        "block_size": (config.block_size, wpe[0]),
+        "bias": (config.bias, "transformer.ln_f.bias" in weights),
+    }
+    for key, (claimed, held) in facts.items():
+        if claimed != held:
+            rows = " (embedding rows)" if key == "vocab_size" else ""
+            return f"{key}: config says {claimed}{rows}, the tensors hold {held}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -147,31 +184,67 @@ def _infer_config(state: Mapping[str, torch.Tensor]) -> GPTConfig:
     )
 
 
+# What a GPT-2 snapshot needs from the hub: the config, the weights and the tokenizer files (GPT-2's
+# repository also holds TensorFlow, Flax, ONNX, Rust and TFLite copies of the weights: gigabytes not needed).
+HUB_FILES = ["config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+             "tokenizer_config.json", "tokenizer.ljt.json"]
+HUB_SAFETENSORS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+HUB_BIN = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+
+
+def resolve_hf_checkpoint(source: str | os.PathLike) -> Path:
+    """A local directory or weight file for `source`, as transformers' from_pretrained resolves names.
+
+    An existing path is used as it is. Otherwise a hub id ("openai-community/gpt2", or "gpt2", "gpt2-medium",
+    ... for OpenAI's sizes) is fetched with huggingface_hub's snapshot_download: from the HF cache when it is
+    there (offline with HF_HUB_OFFLINE=1), else downloaded into it once (safetensors weights, else .bin).
+    A name that is neither raises FileNotFoundError (tokenizer.hub.HubUnavailableError when the hub could
+    not provide it, with the reason and what to do)."""
+    from tokenizer.hub import hub_snapshot, looks_like_repo_id
+
+    path = Path(source).expanduser()
+    if path.exists() or not looks_like_repo_id(str(source)):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such checkpoint directory or weight file")
+        return path
+    folder = hub_snapshot(str(source), HUB_FILES + HUB_SAFETENSORS, what="GPT-2 weights")
+    if not any(folder.glob("*.safetensors")):  # an older repository: weights only as pytorch_model.bin
+        folder = hub_snapshot(str(source), HUB_FILES + HUB_BIN, what="GPT-2 weights")
+    return folder
+
+
 def load_hf_gpt2(
     source: str | os.PathLike | Mapping[str, torch.Tensor], config: GPTConfig | None = None, dropout: float = 0.0
 ) -> GPT:
     """A GPT with the weights of a transformers GPT-2 checkpoint.
 
     source: a save_pretrained directory (config.json + model.safetensors or pytorch_model.bin, possibly sharded),
-    a single weight file (its directory's config.json is used when present), or a state dict.
+    a single weight file (its directory's config.json is used when present), a hub id such as
+    "openai-community/gpt2" or "gpt2" (through the HF cache: resolve_hf_checkpoint), or a state dict.
     config: overrides the config.json / shape-inferred architecture. Returns an fp32 model in eval mode.
     """
     if isinstance(source, Mapping):
         raw = dict(source)
         config_path = None
     else:
-        path = Path(source)
+        path = resolve_hf_checkpoint(source)
         if path.is_dir():
             raw, config_path = _load_checkpoint_dir(path), path / "config.json"
-        elif path.is_file():
-            raw, config_path = _load_weight_file(path), path.parent / "config.json"
         else:
-            raise FileNotFoundError(f"{path}: no such checkpoint directory or weight file")
+            raw, config_path = _load_weight_file(path), path.parent / "config.json"
     state = _normalise_state_dict(raw)
+    config_source = "config=" + repr(config)
     if config is None:
-        config = _read_config_json(config_path) if config_path and config_path.is_file() else _infer_config(state)
+        if config_path and config_path.is_file():
+            config, config_source = _read_config_json(config_path), str(config_path)
+        else:
+            config = _infer_config(state)
     if dropout:
         config = GPTConfig(**{**config.to_dict(), "dropout": dropout})
+    # Before GPT(config): an edited config.json must not make us allocate a model the file does not hold.
+    problem = weights_contradict_config(config, state, vocab_rows=config.vocab_size)
+    if problem:
+        raise ValueError(f"{config_source}: {problem}; the config does not describe these weights")
 
     model = GPT(config)
     ours = model.state_dict()
@@ -194,6 +267,21 @@ def load_hf_gpt2(
                 raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(target.shape)}")
             target.copy_(tensor)
     return model.eval()
+
+
+def widen_embedding(wte: torch.Tensor, vocab: int, new_vocab: int, rows: int) -> torch.Tensor:
+    """`wte` (its first `vocab` rows real) as an embedding of `rows` rows for a vocabulary of `new_vocab` ids.
+
+    The ids the weights never saw (vocab..new_vocab-1: say the chat tokens after GPT-2's <|endoftext|>)
+    start as the mean embedding: as input they look like an average token, and through the tied head their
+    logit is an average one -- not 0, which would tower over GPT-2's large negative logits and make the
+    untrained tokens the most likely. The padding rows after new_vocab stay 0 (never sampled)."""
+    if not vocab <= new_vocab <= rows:
+        raise ValueError(f"cannot widen an embedding of {vocab} tokens to {new_vocab} tokens in {rows} rows")
+    out = torch.zeros(rows, wte.shape[1], dtype=wte.dtype)
+    out[:vocab] = wte[:vocab]
+    out[vocab:new_vocab] = wte[:vocab].mean(dim=0)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -251,9 +339,13 @@ def export_hf(
     """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained(directory) loads.
 
     dtype: e.g. torch.bfloat16 to halve the file (default: the model's dtype). Pair it with
-    `Tokenizer.save_hf(directory)` to make the directory usable with AutoTokenizer too.
+    `Tokenizer.save_hf(directory)` to make the directory usable with AutoTokenizer too: a tokenizer_config.json
+    found in the directory gets `model_max_length` = the model's block_size, so `tok(text, truncation=True)`
+    never yields more positions than the model has (128 for the demo model, not GPT-2's 1024).
     """
     from safetensors.torch import save_file
+
+    from tokenizer.formats import set_hf_model_max_length
 
     config = model.config
     if not config.bias:
@@ -265,5 +357,6 @@ def export_hf(
     # weights first, config last: a directory with a config.json is complete
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
+    set_hf_model_max_length(directory, config.block_size)
     write_text_atomic(directory / "config.json", json.dumps(hf_config, indent=2) + "\n")
     return directory

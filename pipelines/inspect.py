@@ -9,12 +9,12 @@ With `--config` instead, the recipe's shard directory is used. Shows:
   - a PNG histogram of document lengths in tokens (--plot FILE; matplotlib's Agg backend, no display).
 `--json` prints the same facts as one JSON object for scripts. Everything is read through
 contract.shard_format.ShardReader, the same reader training uses, so what inspect shows is what
-training gets.
+training gets. Exit status: 0, 1 when a checksum does not match, 2 for shards that cannot be used
+(one `error:` line: a broken manifest, a corrupt tokenizer file, a bad option; pipelines/stage_cli.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -26,6 +26,7 @@ import numpy as np
 
 from contract.manifest import MANIFEST
 from contract.shard_format import ShardFormatError, ShardReader, damaged_files, shard_files
+from pipelines.stage_cli import add_common_flags, command_parser, non_negative_int, run_reported
 from tokenizer.atomic_write import atomic_path
 
 BYTES_SAMPLE_TOKENS = 1_000_000   # bytes/token is measured on (up to) this many tokens per split
@@ -69,11 +70,18 @@ def document_lengths(reader: ShardReader, entries: list[dict[str, Any]]) -> np.n
 
 
 def token_counts(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
+    """How often each id occurs. An id outside the vocabulary means a damaged shard (with --no-verify
+    nothing else has looked): said in one line, before decoding trips over it."""
     counts = np.zeros(reader.vocab_size, dtype=np.int64)
     for entry in entries:
         tokens = reader.shard_tokens(entry)
         for i in range(0, len(tokens), COUNT_CHUNK):
-            counts += np.bincount(tokens[i : i + COUNT_CHUNK], minlength=reader.vocab_size)[: reader.vocab_size]
+            chunk_counts = np.bincount(tokens[i : i + COUNT_CHUNK], minlength=reader.vocab_size)
+            if len(chunk_counts) > reader.vocab_size:
+                raise ShardFormatError(
+                    f"{reader.root / entry['path']}: holds id {len(chunk_counts) - 1}, outside the vocabulary of "
+                    f"{reader.vocab_size} (corrupt shard; `make shards VERIFY=1` re-encodes it)")
+            counts += chunk_counts
     return counts
 
 
@@ -113,7 +121,11 @@ def find_documents(reader: ShardReader, split: str, wanted: set[str] | None, n_r
     return docs
 
 
-def plot_histogram(lengths_by_split: dict[str, np.ndarray], path: Path, title: str) -> None:
+def histogram_figure(lengths_by_split: dict[str, np.ndarray], title: str):
+    """Document lengths per split, each normalised to a density (area 1 under each histogram): the val
+    split is some 100 documents beside thousands of train ones, and on a count axis it would be a flat
+    line at the bottom; as densities the two shapes can be compared, which is the question (does val
+    look like train?). The counts stay in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,13 +135,22 @@ def plot_histogram(lengths_by_split: dict[str, np.ndarray], path: Path, title: s
     all_lengths = np.concatenate([v for v in lengths_by_split.values() if len(v)])
     bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(max(2, all_lengths.max())), 50)
     for split, lengths in lengths_by_split.items():
-        ax.hist(lengths, bins=bins, alpha=0.6, label=f"{split} ({len(lengths):,} docs)")
+        if len(lengths):
+            ax.hist(lengths, bins=bins, density=True, alpha=0.55, histtype="stepfilled",
+                    label=f"{split} ({len(lengths):,} docs)")
     ax.set_xscale("log")
     ax.set_xlabel("document length (tokens, incl. eot)")
-    ax.set_ylabel("documents")
+    ax.set_ylabel("density (each split's area = 1)")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_histogram(lengths_by_split: dict[str, np.ndarray], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = histogram_figure(lengths_by_split, title)
     with atomic_path(path, durable=False) as tmp:
         fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temporary file ends in .tmp
     plt.close(fig)
@@ -153,6 +174,8 @@ def collect(reader: ShardReader, only: str | None, verify: bool, doc_ids: set[st
         bad = [rel for e in entries for rel in damaged_files(reader.root, e)]
         checked = sum(len(shard_files(e)) for e in entries)
         facts["checksums"] = {"files": checked, "ok": not bad, "mismatched": bad}
+        if bad:   # what damaged shards hold is noise (ids outside the vocabulary, cut documents): stop here
+            return facts
     counts = np.zeros(reader.vocab_size, dtype=np.int64)
     lengths_by_split = {}
     for split, entries in shards.items():
@@ -194,15 +217,16 @@ def render(facts: dict[str, Any], max_chars: int) -> str:
     header = ["split", "shards", "tokens", "documents", "tokens/doc", "max doc", "bytes/token"]
     rows = [[split, f"{s['shards']:,}", f"{s['tokens']:,}", f"{s['documents']:,}", f"{s['mean_doc_tokens']:,}",
              f"{s['max_doc_tokens']:,}", str(s.get("bytes_per_token", "-"))] for split, s in facts["splits"].items()]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    lines.append("")
+    if rows:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        for r in [header, *rows]:
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append("")
     if facts["checksums"] is not None:
         c = facts["checksums"]
         lines.append(f"checksums: {c['files']} files, " + ("all sha256 match the manifest" if c["ok"]
-                     else f"MISMATCH in {', '.join(c['mismatched'])}"))
+                     else f"MISMATCH in {', '.join(c['mismatched'])} (`make shards VERIFY=1` re-encodes "
+                          "damaged shards)"))
     if facts["top_tokens"]:
         lines.append("most frequent tokens: " + ", ".join(
             f"{t['id']} {t['text']!r} ({t['count']:,})" for t in facts["top_tokens"]))
@@ -216,44 +240,45 @@ def render(facts: dict[str, Any], max_chars: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Inspect token shards (a shard directory or a single shard).")
+    parser = command_parser("python -m pipelines.inspect",
+                            "Inspect token shards (a shard directory or a single shard).")
     parser.add_argument("path", nargs="?", help="shard directory, manifest.json or one shard file")
     parser.add_argument("--config", help="use the shard directory of this recipe instead of PATH")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a recipe value (with --config), e.g. --set shards.format=arrow")
     parser.add_argument("--doc", action="append", default=[], help="decode this document id (repeatable)")
-    parser.add_argument("--docs", type=int, default=2, help="decode N random documents (default 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--top", type=int, default=15, help="most frequent tokens to list")
-    parser.add_argument("--chars", type=int, default=600, help="characters of each decoded document to print")
+    parser.add_argument("--docs", type=non_negative_int, default=2, help="decode N random documents (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="which random documents --docs picks")
+    parser.add_argument("--top", type=non_negative_int, default=15, help="most frequent tokens to list")
+    parser.add_argument("--chars", type=non_negative_int, default=600,
+                        help="characters of each decoded document to print")
     parser.add_argument("--plot", type=Path, help="write the document length histogram (PNG) here")
     parser.add_argument("--no-verify", action="store_true", help="skip sha256 verification")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
-    try:
+    if not args.config and not args.path:
+        parser.error("give a shard PATH or --config")
+    status = {"checksums_ok": True}
+
+    def body() -> None:
         plot = args.plot
         if args.config:
-            from contract.recipe import RecipeError, load_recipe, parse_overrides
+            from contract.recipe import load_recipe, parse_overrides
 
-            try:
-                recipe = load_recipe(args.config, parse_overrides(args.set))
-            except RecipeError as exc:
-                raise ShardFormatError(str(exc)) from None
+            recipe = load_recipe(args.config, parse_overrides(args.set))
             path = recipe.stage_dir("shards")
             plot = plot or recipe.artifacts_dir / "inspect" / "doc_lengths.png"
-        elif args.path:
-            path = Path(args.path)
         else:
-            parser.error("give a shard PATH or --config")
+            path = Path(args.path)
         reader, only = open_reader(path)
         facts = collect(reader, only, not args.no_verify, set(args.doc) or None, 0 if args.doc else args.docs,
                         args.seed, args.top, plot)
-    except ShardFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(facts, indent=2, ensure_ascii=False) if args.json else render(facts, args.chars))
-    if facts["checksums"] is not None and not facts["checksums"]["ok"]:
-        return 1
-    return 0
+        print(json.dumps(facts, indent=2, ensure_ascii=False) if args.json else render(facts, args.chars))
+        status["checksums_ok"] = facts["checksums"] is None or facts["checksums"]["ok"]
+
+    rc = run_reported(body, (ShardFormatError,), debug=args.debug)
+    return rc if rc else (0 if status["checksums_ok"] else 1)
 
 
 if __name__ == "__main__":

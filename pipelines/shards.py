@@ -17,17 +17,24 @@ or on how many there are, and a document never moves between splits when more da
 (for the fraction rule). Each split is written in its own pass (val first, it is small); a pass
 reads only the `id` column of row groups that hold none of its documents.
 
-Crash safety. Shards are written under temporary names and renamed. After each shard,
-`_progress.json` records the shard list of each split; each entry carries `resume`: the
-(task, row) and token offset of the first token not yet in a shard. A rerun after kill -9 keeps
-the finished shards and restarts encoding at that point, so it ends with the very same bytes.
-The manifest is written last: without it the directory does not count as shards.
+Crash safety. Shards are written under temporary names and renamed. After each shard, one JSON
+line is appended to `_progress.jsonl` (the journal): the shard's manifest entry plus `resume`, the
+(task, row) and token offset of the first token not yet in a shard. Appending keeps the bookkeeping
+O(1) per shard (rewriting a whole progress file after every shard made tiny shards quadratic). A
+rerun after kill -9 keeps the longest prefix of intact journaled shards of each split (sha256
+checked), ignores a torn last line, and restarts encoding at that point, so it ends with the very
+same bytes. The manifest is written last: without it the directory does not count as shards.
+
+The journal stays when the stage is done. When a later up-to-date check finds a shard damaged (or
+the manifest edited), the same resume path repairs the directory: the shards before the first
+damaged one are kept and the rest re-encoded, instead of re-encoding everything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import multiprocessing
 import os
 import sys
@@ -43,19 +50,23 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from contract import manifest as mf
+from contract.raw import RAW_MANIFEST
 from contract.recipe import Recipe
 from contract.shard_format import (
+    SHARD_ENTRY,
     ShardFormatError,
     ShardWriter,
     damaged_files,
     dtype_for_vocab,
     load_matching_tokenizer,
+    manifest_schema,
     shards_manifest,
 )
 from pipelines.stage_cli import stage_main
-from tokenizer.atomic_write import write_json_atomic
+from tokenizer.atomic_write import write_text_atomic
 
-PROGRESS = "_progress.json"
+PROGRESS = "_progress.jsonl"
+OLD_PROGRESS = "_progress.json"   # what earlier versions wrote (rewritten in full after every shard)
 SPLITS = ("val", "train")
 
 
@@ -179,17 +190,95 @@ def _paths(recipe: Recipe) -> tuple[Path, Path, Path]:
     return recipe.stage_dir("raw"), recipe.stage_dir("tokenizer"), recipe.stage_dir("shards")
 
 
-def stage_inputs(recipe: Recipe) -> dict[str, Any]:
-    raw_dir, tok_dir, _ = _paths(recipe)
-    tok_manifest = mf.read_manifest(tok_dir)
+def tokenizer_manifest(recipe: Recipe) -> dict[str, Any]:
+    tok_dir = recipe.stage_dir("tokenizer")
+    tok_manifest = mf.read_manifest(tok_dir, mf.TOKENIZER_MANIFEST)
     if tok_manifest is None:
         raise ShardsStageError(f"{tok_dir}/manifest.json is missing: run `make tokenizer` first")
+    return tok_manifest
+
+
+def stage_inputs(recipe: Recipe) -> dict[str, Any]:
+    raw_dir, _, _ = _paths(recipe)
     # The tokenizer's fingerprint, not its manifest's hash: retraining to the same merges (the
     # report's timings differ) must not invalidate the shards; a different vocabulary must.
-    return {
-        "raw_manifest_sha256": mf.manifest_fingerprint(raw_dir),
-        "tokenizer_fingerprint": tok_manifest["tokenizer"]["fingerprint"],
-    }
+    tokenizer_fingerprint = tokenizer_manifest(recipe)["tokenizer"]["fingerprint"]
+    return {"raw_manifest_sha256": mf.manifest_fingerprint(raw_dir, RAW_MANIFEST),
+            "tokenizer_fingerprint": tokenizer_fingerprint}
+
+
+def stage_schema(fmt: str) -> dict[str, Any]:
+    """The shards stage's own manifest: every stage's keys plus the shard format's."""
+    return {**mf.STAGE_MANIFEST, **manifest_schema(fmt)}
+
+
+# ------------------------------------------------------------------------------------- the journal
+# One line per finished shard: its manifest entry plus where the input stands after it.
+JOURNAL_HEADER = {"fingerprint": str}
+JOURNAL_LINE = {"split": str, "shard": {**SHARD_ENTRY, "skipped_empty": int,
+                                        "resume": ({"position": [int], "offset": int}, None)}}
+
+
+def read_journal(path: Path, fingerprint: str) -> dict[str, list[dict[str, Any]]] | None:
+    """The journaled shards of each split, or None when there is no journal for these settings.
+
+    Only complete lines count: the text after the last newline is a line a kill cut short, and a line
+    that is not JSON is what a power cut can leave of an unsynced tail; both end the journal there
+    (what follows is re-encoded). A well-formed line with a missing key or a wrong type is neither:
+    that is an error naming the line and the key."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    lines = data.split(b"\n")[:-1]   # the last element is the torn line, or b"" after a final newline
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except ValueError:
+        return None
+    if header is None:
+        return None
+    remedy = f"delete {path} or run `make shards FORCE=1` to start the stage over"
+    try:
+        mf.check_schema(header, JOURNAL_HEADER, file=f"{path}:1")
+    except mf.ManifestError as exc:
+        raise mf.ManifestError(f"{exc}; {remedy}") from None
+    if header["fingerprint"] != fingerprint:
+        return None
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        try:
+            mf.check_schema(record, JOURNAL_LINE, file=f"{path}:{number}")
+        except mf.ManifestError as exc:
+            raise mf.ManifestError(f"{exc}; {remedy}") from None
+        splits.setdefault(record["split"], []).append(record["shard"])
+    return splits
+
+
+class Journal:
+    """The open journal: rewritten once when a run starts (the header and the shards it keeps),
+    then appended to, one flushed line per shard. Not fsynced: like the shards themselves, every
+    journaled shard is checked by sha256 before a resume keeps it, so durability buys nothing."""
+
+    def __init__(self, path: Path, fingerprint: str, kept: dict[str, list[dict[str, Any]]]):
+        lines = [json.dumps({"fingerprint": fingerprint})]
+        lines += [_journal_line(split, entry) for split, entries in kept.items() for entry in entries]
+        write_text_atomic(path, "".join(line + "\n" for line in lines), durable=False)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def append(self, split: str, entry: dict[str, Any]) -> None:
+        self._file.write(_journal_line(split, entry) + "\n")
+        self._file.flush()   # into the page cache: a kill -9 cannot lose it
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _journal_line(split: str, entry: dict[str, Any]) -> str:
+    return json.dumps({"split": split, "shard": entry}, ensure_ascii=False, sort_keys=True)
 
 
 def stage_config(recipe: Recipe) -> dict[str, Any]:
@@ -199,23 +288,39 @@ def stage_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def _restore(progress: dict[str, Any], out_dir: Path) -> None:
-    """Keep each split's longest prefix of intact shards; resume after the last of them."""
-    for state in progress["splits"].values():
+def _restore(journaled: dict[str, list[dict[str, Any]]], out_dir: Path) -> dict[str, Any]:
+    """Keep each split's longest prefix of intact shards (sha256 checked); resume after the last of them."""
+    splits = {}
+    for split, entries in journaled.items():
         good = []
-        for entry in state["shards"]:
+        for entry in entries:
             if damaged_files(out_dir, entry):
                 break
             good.append(entry)
-        state["shards"] = good
-        state["done"] = bool(good) and good[-1]["resume"] is None   # a split's last shard has no resume point
-        state["stats"] = {"skipped_empty": good[-1]["skipped_empty"] if good else 0}
+        splits[split] = {
+            "shards": good,
+            "done": bool(good) and good[-1]["resume"] is None,   # a split's last shard has no resume point
+            "stats": {"skipped_empty": good[-1]["skipped_empty"] if good else 0},
+        }
+    return {"splits": splits}
 
 
 def _clean(out_dir: Path) -> None:
-    for pattern in ("*_[0-9][0-9][0-9][0-9][0-9][0-9].*", PROGRESS, "*.tmp"):
+    for pattern in ("*_[0-9][0-9][0-9][0-9][0-9][0-9].*", PROGRESS):
         for p in out_dir.glob(pattern):
             p.unlink()
+
+
+def _resume_or_start(out_dir: Path, fingerprint: str, force: bool, log) -> dict[str, Any]:
+    """The progress to continue from: the journal's intact shards, or nothing (and a clean directory)."""
+    journaled = None if force else read_journal(out_dir / PROGRESS, fingerprint)
+    if journaled is None:
+        _clean(out_dir)
+        return {"splits": {}}
+    progress = _restore(journaled, out_dir)
+    done = sum(len(s["shards"]) for s in progress["splits"].values())
+    log(f"shards: resuming after {done} finished shard(s)")
+    return progress
 
 
 def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print,
@@ -224,18 +329,24 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     raw_dir, tok_dir, out_dir = _paths(recipe)
     cfg = stage_config(recipe)
     inputs = stage_inputs(recipe)
-    if not force and mf.is_up_to_date(out_dir, cfg, inputs):
-        # a kill between writing the manifest and removing _progress.json leaves it behind
-        for leftover in [out_dir / PROGRESS, *out_dir.glob("*.tmp")]:
-            leftover.unlink(missing_ok=True)
+    # what a killed run leaves: temporary files, and the progress file of versions before the journal
+    mf.remove_leftovers(out_dir)
+    (out_dir / OLD_PROGRESS).unlink(missing_ok=True)
+    schema = stage_schema(cfg["format"])
+    fresh = mf.Freshness("forced") if force else mf.is_up_to_date(out_dir, cfg, inputs, schema)
+    if fresh:
         log(f"shards: {out_dir} is up to date (FORCE=1 to redo)")
-        return mf.read_manifest(out_dir)
+        return mf.read_manifest(out_dir, schema)
+    if fresh.damaged:
+        log(f"shards: {fresh.reason}: repairing (intact shards before the first damaged one are kept)")
+    elif fresh.changed:   # e.g. after SET=shards.format=arrow, a plain `make shards` goes back to npy: say so
+        log(f"shards: {fresh.reason}: rebuilding {out_dir}")
     workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1
 
     from contract.raw import raw_files
 
     files = raw_files(raw_dir)
-    tok_manifest = mf.read_manifest(tok_dir)
+    tok_manifest = tokenizer_manifest(recipe)
     vocab_size, eot_id = tok_manifest["tokenizer"]["n_vocab"], tok_manifest["tokenizer"]["eot_id"]
     if eot_id is None:
         raise ShardsStageError(f"{tok_dir}: the tokenizer has no <|endoftext|> token to separate documents")
@@ -245,23 +356,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.remove_manifest(out_dir)
     fp = mf.fingerprint({"config": cfg, "inputs": inputs})
-    progress_path = out_dir / PROGRESS
-    progress = None
-    if not force and progress_path.exists():
-        try:
-            progress = mf.read_json(progress_path)
-        except (OSError, ValueError):
-            progress = None
-        if progress is not None and progress.get("fingerprint") != fp:
-            progress = None
-        if progress is not None:
-            _restore(progress, out_dir)
-    if progress is None:
-        _clean(out_dir)
-        progress = {"fingerprint": fp, "splits": {}}
-    else:
-        done = sum(len(s["shards"]) for s in progress["splits"].values())
-        log(f"shards: resuming after {done} finished shard(s)")
+    progress = _resume_or_start(out_dir, fp, force, log)
 
     tasks = [(fi, rg) for fi, p in enumerate(files) for rg in range(pq.ParquetFile(p).num_row_groups)]
     total_docs = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
@@ -274,31 +369,32 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     splits = [s for s in SPLITS if s == "train" or rule.has_val]
 
     tok = load_matching_tokenizer(tokenizer_path, inputs["tokenizer_fingerprint"],
-                                  f"{tok_dir / mf.MANIFEST} records")
+                                  f"{tok_dir / mf.MANIFEST} records", remedy="`make tokenizer` rebuilds it")
     init_args = (tok, [str(p) for p in files], rule, dtype.str)
+
+    from tokenizer.progress import Progress  # a bar on a terminal, a line now and then in a log
+
+    journal = Journal(out_dir / PROGRESS, fp, {s: state["shards"] for s, state in progress["splits"].items()})
     pool = None
-    if workers > 1:
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
-    else:
-        _init_worker(*init_args)
-
-    from tqdm import tqdm
-
-    job = ShardsJob(out_dir, cfg["format"], cfg["shard_tokens"], dtype, eot_id, tasks, pool, workers, progress)
     t0 = time.perf_counter()
     try:
+        if workers > 1:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+        else:
+            _init_worker(*init_args)
+        job = ShardsJob(out_dir, cfg["format"], cfg["shard_tokens"], dtype, eot_id, tasks, pool, workers, progress,
+                        journal)
         for split in splits:
             state = progress["splits"].setdefault(
                 split, {"shards": [], "done": False, "stats": {"skipped_empty": 0}}
             )
             if state["done"]:
                 continue
-            bar = tqdm(total=total_docs, unit="doc", desc=f"shards {split}", disable=not progress_bar,
-                       dynamic_ncols=True)
-            job.encode_split(split, bar)
-            bar.close()
+            with Progress(total_docs, unit="doc", desc=f"shards {split}", enabled=progress_bar) as bar:
+                job.encode_split(split, bar)
     finally:
+        journal.close()
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -312,8 +408,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         skipped_empty={s: progress["splits"][s]["stats"]["skipped_empty"] for s in splits},
         stage="shards", recipe=recipe.name, config=cfg, inputs=inputs,
     )
-    mf.write_manifest(out_dir, manifest)
-    progress_path.unlink(missing_ok=True)
+    mf.write_manifest(out_dir, manifest)   # the journal stays: it lets a later run repair a damaged shard
     tokens = sum(manifest["splits"][s]["tokens"] for s in splits)
     log(f"shards: {tokens:,} tokens in " + ", ".join(
         f"{s} {len(manifest['splits'][s]['shards'])} shard(s)/{manifest['splits'][s]['documents']} docs"
@@ -335,10 +430,7 @@ class ShardsJob:
     pool: Any                      # a multiprocessing pool, or None to encode in this process
     workers: int
     progress: dict[str, Any]
-
-    def save_progress(self) -> None:
-        # not durable: a resume re-checks every shard the record lists (damaged_files) before keeping it
-        write_json_atomic(self.out_dir / PROGRESS, self.progress, durable=False)
+    journal: Journal
 
     def encode_split(self, split: str, bar) -> None:
         """Encode one split from where its progress record stops, cutting shards as they fill."""
@@ -348,7 +440,7 @@ class ShardsJob:
         def on_shard(entry: dict[str, Any]) -> None:
             entry["skipped_empty"] = stats["skipped_empty"]   # counted up to the resume point (all, in the last)
             state["shards"].append(entry)
-            self.save_progress()
+            self.journal.append(split, entry)
 
         resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
         stats["skipped_empty"] = state["shards"][-1]["skipped_empty"] if state["shards"] else 0
@@ -372,12 +464,11 @@ class ShardsJob:
         writer.close()
         state["done"] = True
         state["stats"] = dict(stats)
-        self.save_progress()
 
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(run, "make shards: encode raw documents into token shards", (ShardsStageError, ShardFormatError),
-                      argv)
+                      argv, stage="shards", stage_dir="shards", prog="python -m pipelines.shards")
 
 
 if __name__ == "__main__":

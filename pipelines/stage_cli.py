@@ -9,7 +9,12 @@ DEBUG=1` sets) prints the traceback of expected failures too, for whoever wants 
 
 `stage_main` turns a data stage's `run(recipe, force=..., progress_bar=...)` into a command with
 the same flags for every stage, so `make` can drive them uniformly; `run_reported` is the error
-policy alone, for commands with flags of their own (pretrain, sample, evaluate, ...).
+policy alone, for commands with flags of their own (pretrain, sample, evaluate, ...). A data stage
+runs holding its directory's lock (contract/stage_lock.py): a second run of the same stage is
+refused at once instead of interleaving its files with the first's.
+
+`command_parser` is argparse with the same convention: a bad flag value is one `error:` line and
+status 2 (not argparse's usage block), and `prog` is what the user types, `python -m pipelines.x`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from contract.manifest import ManifestError
+from contract.manifest import ManifestError, full_verification
 from contract.recipe import Recipe, RecipeError, load_recipe, parse_overrides
-from contract.stage_lock import StageBusyError
+from contract.stage_lock import StageBusyError, stage_lock
 
 DEBUG_ENV = "LLM_JOURNEY_DEBUG"
 
@@ -51,14 +56,17 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}{ENVIRONMENT_ERRNOS.get(exc.errno, exc.strerror or str(exc))}"
 
 
+INTERRUPT_HINT = "finished files are kept; run the same command again to resume"
+
+
 def run_reported(body: Callable[[], object], expected: tuple[type[BaseException], ...] = (),
-                 debug: bool = False) -> int:
+                 debug: bool = False, interrupt_hint: str = INTERRUPT_HINT) -> int:
     """Run `body()`; map its failure to the project's exit convention (0, 2, 130, or re-raise a bug)."""
     debug = debug_requested(debug)
     try:
         body()
     except KeyboardInterrupt:
-        print("interrupted: finished files are kept; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: {interrupt_hint}", file=sys.stderr)
         return 130
     except (*COMMON_ERRORS, *expected) as exc:
         if debug:
@@ -80,19 +88,54 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"print the traceback of an expected failure too (or set {DEBUG_ENV}=1)")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints its usage block first; one line says the same
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An ArgumentParser whose errors follow the project's convention (one `error:` line, status 2)."""
+    return _OneLineErrors(prog=prog, description=description)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts: `--docs -1` is a usage error, not a traceback deep inside."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
 def stage_main(run: Callable[..., object], description: str, stage_errors: tuple[type[BaseException], ...],
-               argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+               argv: list[str] | None = None, *, stage: str, stage_dir: str, prog: str) -> int:
+    """The command of one data stage: `stage` names it in messages, `stage_dir` is its directory under
+    artifacts/<recipe>/ (locked while it runs), `prog` the command a user types."""
+    parser = command_parser(prog, description)
     parser.add_argument("--config", default="configs/demo.toml", help="recipe TOML (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a recipe value, e.g. --set shards.workers=1 (repeatable)")
+                        help="override recipe values, e.g. --set shards.workers=1 (repeatable; one --set may "
+                             "hold several, separated by spaces outside quotes and brackets)")
     parser.add_argument("--force", action="store_true", help="redo the stage even if up to date")
+    parser.add_argument("--verify", action="store_true",
+                        help="check the sha256 of every output before calling the stage up to date "
+                             "(by default big files are hashed only when their stat changed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_flags(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
         recipe: Recipe = load_recipe(args.config, parse_overrides(args.set))
-        run(recipe, force=args.force, progress_bar=not args.no_progress)
+        directory = recipe.stage_dir(stage_dir)
+        with stage_lock(directory, stage=stage), full_verification(args.verify):
+            try:
+                run(recipe, force=args.force, progress_bar=not args.no_progress)
+            except OSError as exc:
+                if exc.filename is None and exc.errno in ENVIRONMENT_ERRNOS:
+                    # a failed write() names no file: say which directory it was filling
+                    exc.filename = str(directory)
+                raise
 
     return run_reported(body, stage_errors, debug=args.debug)

@@ -5,22 +5,32 @@ factory each uvicorn worker process calls (it loads the tokenizer named by the s
 put into the environment, once per process).
 
 Endpoints are plain `def` functions: Starlette runs them in a thread pool, so one long encode does
-not stall the event loop (health checks and new connections are still accepted meanwhile).
+not stall the event loop (health checks and new connections are still accepted meanwhile). Each one
+does its work in steps under the request's WorkBudget (service/budget.py), which the middleware
+(service/middleware.py) gives every request, and answers with JSON built from the id arrays directly
+(see _json_ids): FastAPI's generic response path would validate and copy a million-id list several
+times over.
 """
 
 # No `from __future__ import annotations` here: FastAPI must resolve the request models that
 # create_app defines locally, which it cannot do from postponed (string) annotations.
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from .budget import BoundedEncoder, TextRefused, WorkBudget, WorkCancelled, decode_all
 from .errors import ERROR_RESPONSES, ServiceError, describe_validation_error, error_response
-from .middleware import BodySizeLimit, ResponseHeader
-from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServeSettings
+from .middleware import WORK_BUDGET_KEY, BodySizeLimit, RequestGuard, ResponseHeader
+from .settings import ServeLimits, ServeSettings
+from .shutdown import DrainGate, chain_signal_handlers
 
 API_VERSION = "v1"
 FINGERPRINT_HEADER = "X-Tokenizer-Fingerprint"
@@ -40,11 +50,33 @@ def _integral_float_to_int(value: Any) -> Any:
     return value
 
 
-def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
-    """Build the FastAPI app serving `tok` (a tokenizer.Tokenizer). Limits come from `settings`."""
-    max_body_bytes = settings.max_body_bytes if settings else DEFAULT_MAX_BODY_BYTES
-    max_batch = settings.max_batch if settings else DEFAULT_MAX_BATCH
+# Ids per conversion in _json_ids: a list of this many Python ints at a time, never one of millions.
+JSON_IDS_STEP = 64 * 1024
+
+
+def _json_ids(ids) -> bytes:
+    """The JSON list of an array of ids, converted a slice at a time (pydantic-core's serializer, the
+    one FastAPI's own response path uses, is ~3x faster than json.dumps)."""
+    if len(ids) <= JSON_IDS_STEP:
+        return to_json(ids.tolist())
+    parts = (to_json(ids[i : i + JSON_IDS_STEP].tolist())[1:-1] for i in range(0, len(ids), JSON_IDS_STEP))
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _json_response(fingerprint: str, key: str, value_json: bytes) -> Response:
+    """{"fingerprint": fingerprint, key: <value>} as a response, `value_json` being the value's JSON."""
+    head = b'{"fingerprint":' + to_json(fingerprint) + b',"' + key.encode() + b'":'
+    return Response(head + value_json + b"}", media_type="application/json")
+
+
+def create_app(tok, settings: ServeLimits | None = None) -> FastAPI:
+    """Build the FastAPI app serving `tok` (a tokenizer.Tokenizer). Limits come from `settings` (any
+    ServeLimits, e.g. ServeSettings; the defaults without)."""
+    limits = settings if settings is not None else ServeLimits()
+    max_batch = limits.max_batch
     fingerprint: str = tok.fingerprint
+    encoder = BoundedEncoder(tok, max_run_chars=limits.max_run_chars, max_tokens=limits.max_tokens)
+    gate = DrainGate(limits.shutdown_timeout)
     special_names = set(tok.special_tokens)
     # strict: no "1" -> 1 or 1.0 -> 1 coercion; extra=forbid: a misspelt field name is an error, not ignored.
 
@@ -120,8 +152,14 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         total: int
 
     class Limits(BaseModel):
-        max_body_bytes: int
-        max_batch: int
+        max_body_bytes: int = Field(description="413 body_too_large above this")
+        max_batch: int = Field(description="most texts / id lists per request (422 above)")
+        max_tokens: int = Field(description="most ids an encode or count produces, or a decode takes (413)")
+        max_decoded_bytes: int = Field(description="most UTF-8 bytes a decode produces (413)")
+        max_run_chars: int = Field(description="longest run of whitespace or of non-whitespace characters (413)")
+        max_cpu_seconds: float = Field(description="CPU time one request may use (413 too_expensive)")
+        body_timeout: float = Field(description="seconds for the whole request body to arrive (408)")
+        shutdown_timeout: float = Field(description="seconds requests in progress get to finish after SIGTERM")
 
     class InfoResponse(BaseModel):
         name: str
@@ -138,19 +176,41 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         fingerprint: str
         worker_pid: int
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        restore = chain_signal_handlers(gate)  # SIGTERM drains first (service/shutdown.py)
+        try:
+            yield
+        finally:
+            restore()
+
     app = FastAPI(
         title="LLM Journey tokenisation service",
         version=API_VERSION,
         description=f"Tokenizer `{tok.name}` (fingerprint {fingerprint}). Errors are JSON: "
-        '{"error": code, "message": text}.',
+        '{"error": code, "message": text}. Limits: GET /v1/info.',
+        lifespan=lifespan,
     )
-    # add_middleware wraps outermost last: the header is added even to the middleware's own 413s.
-    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
+    # add_middleware wraps outermost last: the header is added even to the middleware's own answers.
+    app.add_middleware(BodySizeLimit, max_body_bytes=limits.max_body_bytes, body_timeout=limits.body_timeout)
+    app.add_middleware(RequestGuard, gate=gate, max_cpu_seconds=limits.max_cpu_seconds)
     app.add_middleware(ResponseHeader, name=FINGERPRINT_HEADER, value=fingerprint)
+
+    async def work_budget(request: Request) -> WorkBudget:
+        """The request's WorkBudget, from RequestGuard (an async dependency: no trip to the thread pool)."""
+        budget = request.scope.get("state", {}).get(WORK_BUDGET_KEY)
+        return budget if budget is not None else WorkBudget(limits.max_cpu_seconds)
+
+    Budget = Annotated[WorkBudget, Depends(work_budget)]
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, exc: ServiceError):
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(WorkCancelled)
+    async def on_cancelled(request: Request, exc: WorkCancelled):
+        # RequestGuard has answered already and drops this; it is here so that nothing logs a crash.
+        return error_response(503, "shutting_down", "the service is shutting down", headers={"Connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):
@@ -181,26 +241,25 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
                 f"{field}: {unknown} are not special tokens of this tokenizer (it has {sorted(special_names)})",
             )
 
-    def encode_all(req: EncodeRequest) -> list[list[int]]:
+    def encode_all(req: EncodeRequest, budget: WorkBudget) -> list:
+        """The ids of the request's text(s), as arrays; every refusal a ServiceError naming the text."""
         check_special_names("allowed_special", req.allowed_special)
         check_special_names("disallowed_special", req.disallowed_special)
         allowed = req.allowed_special if req.allowed_special == "all" else set(req.allowed_special)
         disallowed = req.disallowed_special if req.disallowed_special == "all" else set(req.disallowed_special)
         texts = [req.text] if req.text is not None else req.texts
-        out = []
-        for i, text in enumerate(texts):
-            where = "text" if req.text is not None else f"texts[{i}]"
-            try:
-                out.append(tok.encode(text, allowed_special=allowed, disallowed_special=disallowed))
-            except ValueError as e:  # includes UnicodeEncodeError (lone surrogates from JSON "\ud800")
-                if str(e).startswith(DISALLOWED_SPECIAL_PREFIX):
-                    hint = (
-                        ' Over HTTP: "allowed_special": [names] or "all" encodes it as the special token, '
-                        '"disallowed_special": [] as plain text.'
-                    )
-                    raise ServiceError(422, "disallowed_special", f"{where}: {e}{hint}") from e
-                raise ServiceError(422, "invalid_text", f"{where}: {e}") from e
-        return out
+        where = ["text"] if req.text is not None else [f"texts[{i}]" for i in range(len(texts))]
+        try:
+            return encoder.encode_all(texts, where, budget, allowed, disallowed)
+        except TextRefused as refused:
+            e = refused.error  # a ValueError, also UnicodeEncodeError (lone surrogates from JSON "\ud800")
+            if str(e).startswith(DISALLOWED_SPECIAL_PREFIX):
+                hint = (
+                    ' Over HTTP: "allowed_special": [names] or "all" encodes it as the special token, '
+                    '"disallowed_special": [] as plain text.'
+                )
+                raise ServiceError(422, "disallowed_special", f"{refused.where}: {e}{hint}") from e
+            raise ServiceError(422, "invalid_text", f"{refused.where}: {e}") from e
 
     @app.post(
         f"/{API_VERSION}/encode",
@@ -209,11 +268,11 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Encode one text or a batch into token ids",
     )
-    def encode(req: EncodeRequest):
-        ids = encode_all(req)
+    def encode(req: EncodeRequest, budget: Budget):
+        ids = encode_all(req, budget)
         if req.text is not None:
-            return {"fingerprint": fingerprint, "ids": ids[0]}
-        return {"fingerprint": fingerprint, "batch": ids}
+            return _json_response(fingerprint, "ids", _json_ids(ids[0]))
+        return _json_response(fingerprint, "batch", b"[" + b",".join(map(_json_ids, ids)) + b"]")
 
     @app.post(
         f"/{API_VERSION}/count",
@@ -222,8 +281,8 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Count tokens of one text or a batch",
     )
-    def count(req: EncodeRequest):
-        counts = [len(ids) for ids in encode_all(req)]
+    def count(req: EncodeRequest, budget: Budget):
+        counts = [len(ids) for ids in encode_all(req, budget)]
         if req.text is not None:
             return {"fingerprint": fingerprint, "count": counts[0], "total": counts[0]}
         return {"fingerprint": fingerprint, "counts": counts, "total": sum(counts)}
@@ -235,24 +294,23 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Decode one id list or a batch into text",
     )
-    def decode(req: DecodeRequest):
+    def decode(req: DecodeRequest, budget: Budget):
         batch = [req.ids] if req.ids is not None else req.batch
-        texts = []
-        for i, ids in enumerate(batch):
-            where = "ids" if req.ids is not None else f"batch[{i}]"
-            try:
-                texts.append(tok.decode(ids, errors=req.errors))
-            except UnicodeDecodeError as e:
+        where = ["ids"] if req.ids is not None else [f"batch[{i}]" for i in range(len(batch))]
+        try:
+            texts = decode_all(tok, batch, where, budget, req.errors, limits.max_tokens, limits.max_decoded_bytes)
+        except TextRefused as refused:
+            e = refused.error
+            if isinstance(e, UnicodeDecodeError):
                 raise ServiceError(
                     422,
                     "invalid_utf8",
-                    f"{where}: decoded bytes are not UTF-8 ({e}); use errors='replace' to substitute U+FFFD",
+                    f"{refused.where}: decoded bytes are not UTF-8 ({e}); use errors='replace' to substitute U+FFFD",
                 ) from e
-            except (ValueError, KeyError, IndexError, OverflowError) as e:
-                raise ServiceError(422, "unknown_id", f"{where}: {e}") from e
+            raise ServiceError(422, "unknown_id", f"{refused.where}: {e}") from e
         if req.ids is not None:
-            return {"fingerprint": fingerprint, "text": texts[0]}
-        return {"fingerprint": fingerprint, "texts": texts}
+            return _json_response(fingerprint, "text", to_json(texts[0]))
+        return _json_response(fingerprint, "texts", to_json(texts))
 
     info_body = {
         "name": tok.name,
@@ -261,15 +319,25 @@ def create_app(tok, settings: ServeSettings | None = None) -> FastAPI:
         "eot_id": tok.eot_id,
         "special_tokens": dict(tok.special_tokens),
         "pattern": tok.pattern,
-        "limits": {"max_body_bytes": max_body_bytes, "max_batch": max_batch},
+        "limits": limits.limits(),
         "api_version": API_VERSION,
     }
 
-    @app.get(f"/{API_VERSION}/info", response_model=InfoResponse, summary="What this service tokenises with")
+    @app.get(
+        f"/{API_VERSION}/info",
+        response_model=InfoResponse,
+        responses={503: ERROR_RESPONSES[503]},
+        summary="What this service tokenises with, and its limits",
+    )
     def info():
         return info_body
 
-    @app.get("/healthz", response_model=HealthResponse, summary="Liveness; names the worker process")
+    @app.get(
+        "/healthz",
+        response_model=HealthResponse,
+        responses={503: ERROR_RESPONSES[503]},
+        summary="Liveness; names the worker process",
+    )
     def healthz():
         return {"status": "ok", "fingerprint": fingerprint, "worker_pid": os.getpid()}
 

@@ -3,6 +3,10 @@
 Settings resolve as: flags > the recipe's [serve] section (with --config) > built-in defaults.
 With several workers we drive uvicorn's multiprocess supervisor ourselves (see main) to set one
 socket option uvicorn.run would not.
+
+The HTTP parser is pinned to h11 (uvicorn would switch to httptools if that happened to be installed):
+what a client gets for a request the parser itself refuses (a malformed Content-Length, say) is
+documented and tested, so it must not depend on what else is installed.
 """
 
 from __future__ import annotations
@@ -17,16 +21,31 @@ import sys
 from .app import create_app
 from .settings import (
     DEFAULT_HOST,
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
+    LIMIT_KEYS,
     SETTINGS_ENV,
+    ServeLimits,
     ServeSection,
     ServeSettings,
     recipe_serve_options,
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+# uvicorn's own graceful-shutdown wait, which starts once our drain is over (service/shutdown.py): by
+# then every request has finished or been answered 503; this is only how long a cancelled request's
+# worker thread may take to reach its next budget check before uvicorn stops waiting for it.
+UVICORN_SHUTDOWN_WAIT = 3
+
+_LIMIT_HELP = {
+    "max_body_bytes": "413 body_too_large above this many bytes",
+    "max_batch": "most texts / id lists per request",
+    "max_tokens": "most ids an encode/count produces or a decode takes, per request (413 too_many_tokens)",
+    "max_decoded_bytes": "most UTF-8 bytes a decode produces, per request (413 decoded_too_large)",
+    "max_run_chars": "longest run of whitespace or of non-whitespace characters in a text (413 run_too_long)",
+    "max_cpu_seconds": "CPU seconds one request may spend encoding/decoding (413 too_expensive)",
+    "body_timeout": "seconds for a request's whole body to arrive (408 body_timeout)",
+    "shutdown_timeout": "seconds requests in progress get to finish after SIGTERM; then 503 shutting_down",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", help=f"bind address (default {DEFAULT_HOST}: the service has no authentication)")
     p.add_argument("--port", type=int, help=f"default {DEFAULT_PORT}")
     p.add_argument("--workers", type=int, help="worker processes, default 2 (encoding is CPU-bound)")
-    p.add_argument("--max-body-bytes", type=int, help=f"413 above this (default {DEFAULT_MAX_BODY_BYTES})")
-    p.add_argument("--max-batch", type=int, help=f"most texts / id lists per request (default {DEFAULT_MAX_BATCH})")
+    defaults = ServeLimits()
+    for key in LIMIT_KEYS:
+        default = getattr(defaults, key)
+        p.add_argument(
+            "--" + key.replace("_", "-"), type=type(default), help=f"{_LIMIT_HELP[key]} (default {default})"
+        )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
     if args.config:
@@ -52,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         base = dataclasses.asdict(ServeSection())
         if not (args.tokenizer or args.gpt2):
             p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, or --config RECIPE")
-    for key in ("host", "port", "workers", "max_body_bytes", "max_batch"):
+    for key in ("host", "port", "workers", *LIMIT_KEYS):
         if getattr(args, key) is None:
             setattr(args, key, base[key])
     if not (args.tokenizer or args.gpt2):
@@ -73,7 +96,7 @@ def _exit_cleanly(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; both shut down gracefully (in-flight requests finish) and exit 0."""
+    """Serve until SIGTERM/SIGINT; both shut down gracefully (service/shutdown.py) and exit 0."""
     import uvicorn
 
     args = parse_args(argv)
@@ -83,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer_path=_absolute(args.tokenizer),
             gpt2_encoder_json=_absolute(args.gpt2[0]) if args.gpt2 else None,
             gpt2_vocab_bpe=_absolute(args.gpt2[1]) if args.gpt2 else None,
-            max_body_bytes=args.max_body_bytes,
-            max_batch=args.max_batch,
+            **{key: getattr(args, key) for key in LIMIT_KEYS},
         )
         # Load once here, before any worker starts: a bad file fails fast with its name, instead of
         # every worker dying at startup one after another.
@@ -107,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     # a handler that exits 0 turns that into the conventional clean exit for a service manager.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
-    common = dict(host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, http="h11",
+                  timeout_graceful_shutdown=UVICORN_SHUTDOWN_WAIT)
     if args.workers == 1:
         uvicorn.run(create_app(tok, settings), **common)  # reuse the tokenizer we just loaded
     else:

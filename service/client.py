@@ -24,7 +24,7 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,7 +220,7 @@ class TokenizerClient:
         allowed_special: Iterable[str] | str = frozenset(),
         disallowed_special: Iterable[str] | str = "all",
     ) -> list[list[int]]:
-        """Encode many texts, split into requests that respect the service's batch and body limits.
+        """Encode many texts, split into requests that respect the service's limits (GET /v1/info).
 
         `workers` plays the role it has in Tokenizer.encode_batch, the degree of parallelism: up to
         that many requests are in flight at once (each on its own keep-alive connection), so that
@@ -228,9 +228,12 @@ class TokenizerClient:
         Results come back in input order either way."""
         allowed, disallowed = _special_arg(allowed_special), _special_arg(disallowed_special)
 
-        def encode_chunk(chunk: list[str]) -> list[list[int]]:
-            payload = {"texts": chunk, "allowed_special": allowed, "disallowed_special": disallowed}
+        def send(texts: list[str]) -> list[list[int]]:
+            payload = {"texts": texts, "allowed_special": allowed, "disallowed_special": disallowed}
             return self._request("POST", API + "/encode", payload)["batch"]
+
+        def encode_chunk(chunk: list[str]) -> list[list[int]]:
+            return self._split_on_refusal(chunk, send)
 
         chunks = list(self._chunks(texts))
         if workers is None or workers <= 1 or len(chunks) <= 1:
@@ -259,16 +262,37 @@ class TokenizerClient:
 
     def decode_batch(self, batch: Sequence[Sequence[int]], errors: str = "replace") -> list[str]:
         out: list[str] = []
+        def send(id_lists: list[list[int]]) -> list[str]:
+            return self._request("POST", API + "/decode", {"batch": id_lists, "errors": errors})["texts"]
+
         for chunk in self._chunks([list(ids) for ids in batch]):
-            out.extend(self._request("POST", API + "/decode", {"batch": chunk, "errors": errors})["texts"])
+            out.extend(self._split_on_refusal(chunk, send))
         return out
+
+    # What the service refuses a batch for although each half might pass: its output or its CPU time
+    # (limits a client cannot work out in advance, unlike the body size and the token count).
+    _SPLITTABLE = frozenset({"decoded_too_large", "too_expensive"})
+
+    def _split_on_refusal(self, chunk: list[Any], send: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """send(chunk), and if the service refuses it for a _SPLITTABLE reason, each half on its own
+        (recursively; a single item the service refuses raises its error)."""
+        try:
+            return send(chunk)
+        except TokenizerServiceError as e:
+            if e.code not in self._SPLITTABLE or len(chunk) < 2:
+                raise
+        half = len(chunk) // 2
+        return self._split_on_refusal(chunk[:half], send) + self._split_on_refusal(chunk[half:], send)
 
     def _chunks(self, items: Sequence[Any]) -> Iterable[list[Any]]:
         """Greedy batches of at most max_batch items whose JSON fits the body limit (sizes measured
-        with the same serialisation the request uses; 4 KiB left for the envelope). An item too large
-        on its own still goes alone, and gets the service's 413."""
+        with the same serialisation the request uses; 4 KiB left for the envelope) and max_tokens: a
+        text has at most as many tokens as UTF-8 bytes, and its JSON has at least as many bytes, so the
+        JSON size bounds the tokens of a text as well as the number of ids of an id list. An item too
+        large on its own still goes alone, and gets the service's 413."""
         limits = self.info()["limits"]
-        max_items, budget = limits["max_batch"], limits["max_body_bytes"] - 4096
+        max_items = limits["max_batch"]
+        budget = min(limits["max_body_bytes"] - 4096, limits.get("max_tokens", limits["max_body_bytes"]))
         chunk: list[Any] = []
         size = 0
         for item in items:

@@ -34,9 +34,15 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed JSON or Content-Length"},
-    413: {"model": ErrorBody, "description": "request body larger than the configured limit"},
+    408: {"model": ErrorBody, "description": "the request body did not arrive within body_timeout"},
+    413: {
+        "model": ErrorBody,
+        "description": "over a limit of GET /v1/info `limits`: body_too_large, run_too_long, too_many_tokens, "
+        "decoded_too_large, too_expensive (max_cpu_seconds)",
+    },
     415: {"model": ErrorBody, "description": "body is not application/json"},
     422: {"model": ErrorBody, "description": "well-formed JSON the tokenizer cannot accept"},
+    503: {"model": ErrorBody, "description": "shutting_down: the service is stopping"},
 }
 
 

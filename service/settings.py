@@ -23,12 +23,63 @@ SETTINGS_ENV = "LJT_SERVE_SETTINGS"  # JSON-encoded ServeSettings handed from th
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeSettings:
+class ServeLimits:
+    """What one request may cost a worker. Every limit is a setting (flag, recipe [serve] key) and is
+    published in GET /v1/info under `limits`, so clients can size their requests before sending them.
+
+    Bytes and counts are checked before any work is done where they can be (body size, batch size,
+    runs); the token and decoded-size limits while the work runs, so a refused request stops early.
+    Together they bound what a request can hold in memory; max_cpu_seconds bounds its time.
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # 413 body_too_large
+    max_batch: int = DEFAULT_MAX_BATCH  # texts / id lists per request; 422 invalid_request
+    # Ids an encode or count may produce, or a decode may take (all texts together); 413 too_many_tokens.
+    # English runs ~4 bytes per token, so 8 MiB of it is ~2 M tokens; text of one token per byte (a
+    # whitespace run, rare scripts) can reach this before the body limit.
+    max_tokens: int = 4 * 2**20
+    # UTF-8 bytes a decode may produce (all id lists together); 413 decoded_too_large. One id can stand for
+    # up to 128 bytes (GPT-2), so a body of ids alone could otherwise decode to ~20x its size.
+    max_decoded_bytes: int = 32 * 2**20
+    # Consecutive whitespace or consecutive non-whitespace characters a text may hold; 413 run_too_long.
+    # BPE merges within one such run; a long run costs ~300 bytes of memory per byte (see service/budget.py).
+    max_run_chars: int = 64 * 1024
+    # CPU time one request may spend encoding or decoding (its worker thread's clock, so a busy server
+    # does not make a request "too expensive"); 413 too_expensive.
+    max_cpu_seconds: float = 10.0
+    # Seconds from the start of a request's body until its last byte; 408 body_timeout.
+    body_timeout: float = 10.0
+    # After SIGTERM: how long requests already in progress may take to finish; the rest get 503.
+    shutdown_timeout: float = 5.0
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values (empty when they are usable)."""
+        out = []
+        if self.max_body_bytes < 1024:
+            out.append(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        for name in ("max_batch", "max_tokens", "max_decoded_bytes", "max_run_chars"):
+            if getattr(self, name) < 1:
+                out.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_cpu_seconds", "body_timeout"):
+            if not getattr(self, name) > 0:
+                out.append(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if not self.shutdown_timeout >= 0:
+            out.append(f"shutdown_timeout must be >= 0 seconds, got {self.shutdown_timeout}")
+        return out
+
+    def limits(self) -> dict[str, int | float]:
+        """The limits alone (GET /v1/info `limits`), also when called on a subclass with more fields."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ServeLimits)}
+
+
+LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(ServeLimits))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings(ServeLimits):
     tokenizer_path: str | None = None  # our own tokenizer.ljt.json
     gpt2_encoder_json: str | None = None  # or GPT-2's encoder.json + vocab.bpe
     gpt2_vocab_bpe: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_batch: int = DEFAULT_MAX_BATCH
 
     def __post_init__(self) -> None:
         gpt2 = (self.gpt2_encoder_json, self.gpt2_vocab_bpe)
@@ -36,10 +87,9 @@ class ServeSettings:
             raise ValueError("serve settings: give exactly one of tokenizer_path or the GPT-2 file pair")
         if (None in gpt2) and gpt2 != (None, None):
             raise ValueError("serve settings: the GPT-2 tokenizer needs both encoder.json and vocab.bpe")
-        if self.max_body_bytes < 1024:
-            raise ValueError(f"serve settings: max_body_bytes must be >= 1024, got {self.max_body_bytes}")
-        if self.max_batch < 1:
-            raise ValueError(f"serve settings: max_batch must be >= 1, got {self.max_batch}")
+        problems = self.problems()
+        if problems:
+            raise ValueError("serve settings: " + "; ".join(problems))
 
     def load_tokenizer(self):
         """Load the tokenizer these settings name; a missing file is a clear error naming it."""
@@ -65,14 +115,13 @@ class ServeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeSection:
-    """The recipe's optional [serve] section (command-line flags override it)."""
+class ServeSection(ServeLimits):
+    """The recipe's optional [serve] section: every limit of ServeLimits plus where to listen and what to
+    serve (command-line flags override it)."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = DEFAULT_WORKERS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_batch: int = DEFAULT_MAX_BATCH
     tokenizer: str = ""  # "" = the recipe's own tokenizer stage output
 
     def check(self, fail: Callable[[str], NoReturn]) -> None:
@@ -80,6 +129,8 @@ class ServeSection:
             fail(f"key 'port' must be a TCP port (0-65535), got {self.port}")
         if self.workers < 1:
             fail(f"key 'workers' must be at least 1, got {self.workers}")
+        for problem in self.problems():
+            fail(f"key {problem}")
 
 
 def recipe_serve_options(config: str) -> dict[str, Any]:

@@ -83,3 +83,46 @@ def make_project(tmp: Path, texts: list[str], name: str = "t", n_val: int = 8, *
     write_shards(art / name, {"train": texts[:-n_val], "val": texts[-n_val:]})
     path = write_recipe(tmp / f"{name}.toml", name, art, tiny_sections(**changes))
     return path, pretrain_config_from_recipe(load_recipe(path))
+
+
+# ---------------------------------------------------------------- the stage as a command, in a real process
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a child `python -m pipelines.*`: this checkout first, one thread (tiny models)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def start_stage(module: str, *args: str, **popen):
+    """`python -m pipelines.<module> ARGS` as a child process (stdout/stderr piped), for signals and races."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", f"pipelines.{module}", *args], cwd=ROOT, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition", proc=None) -> None:
+    """Poll until condition() is true; fail with the child's output if it exits or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"child exited with {proc.returncode} before {what}:\n{out[-2000:]}\n{err[-2000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file directly in `directory`, by name: equal snapshots = byte-identical files."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]

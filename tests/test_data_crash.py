@@ -9,7 +9,6 @@ uninterrupted run, leave no temporary file, and not rewrite any file finished be
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import random
@@ -40,10 +39,7 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def progress_files(raw_dir: Path) -> list[str]:
-    try:
-        return json.loads((raw_dir / data.PROGRESS).read_text())["files"]
-    except (OSError, ValueError):
-        return []
+    return [entry["output"]["path"] for entry in data.recorded_files(raw_dir)]
 
 
 def identities(raw_dir: Path, names: list[str]) -> dict[str, tuple[int, int]]:
@@ -53,8 +49,8 @@ def identities(raw_dir: Path, names: list[str]) -> dict[str, tuple[int, int]]:
 
 def _child(config: str, die_at: str | None) -> None:
     if die_at == "first file":
-        # Die right after the first file of this run got its final name, before _progress.json
-        # records it: the narrowest window, a finished-looking file not yet known to be finished.
+        # Die right after the first file of this run got its final name, before the progress
+        # record lists it: the narrowest window, a finished-looking file not yet known to be finished.
         real_close = data._PartWriter.close
 
         def close_then_die(self):
@@ -63,7 +59,7 @@ def _child(config: str, die_at: str | None) -> None:
 
         data._PartWriter.close = close_then_die
     elif die_at == "manifest":
-        # Die after the manifest is written, before _progress.json is removed.
+        # Die after the manifest is written, before the progress record is removed.
         real_write = data.mf.write_manifest
 
         def write_then_die(stage_dir, manifest):
@@ -178,7 +174,7 @@ def test_hub_stream_kill9_resumes_from_state_dict(tmp_path, monkeypatch):
     recorded = {}
 
     def remember_progress(raw_dir):
-        recorded.update(json.loads((raw_dir / data.PROGRESS).read_text()))
+        recorded.update(data.recorded_files(raw_dir)[-1])
 
     kills = [{"until": lambda d: len(progress_files(d)) >= 3}, {"die_at": "first file"}]
     monkeypatch.setattr(hf.HubStream, "__init__", spy)   # the forked children inherit the spy harmlessly

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 
 import pyarrow.parquet as pq
@@ -179,9 +178,10 @@ def test_hf_resume_keeps_finished_files_and_uses_stream_state(tmp_path, monkeypa
         run_data(recipe)
     raw_dir = load_recipe(recipe).stage_dir("raw")
     assert not (raw_dir / "manifest.json").exists()
-    progress = json.loads((raw_dir / "_progress.json").read_text())
-    assert progress["files"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    assert progress["consumed"] == 24 and progress["stream_state"] is not None
+    recorded = data.recorded_files(raw_dir)
+    assert [e["output"]["path"] for e in recorded] == ["part-00000.parquet", "part-00001.parquet",
+                                                       "part-00002.parquet"]
+    assert recorded[-1]["consumed"] == 24 and recorded[-1]["stream_state"] is not None
     finished = {p.name: p.stat().st_mtime_ns for p in raw_dir.glob("part-*.parquet")}
 
     monkeypatch.setattr(data, "_normalize", real_normalize)

@@ -138,7 +138,7 @@ def test_make_runs_the_chain_and_force_redoes_only_the_named_stage():
     assert [s.split(" -m ")[1].split()[0] for s in stages] == ["pipelines.data", "pipelines.learn_tokenizer",
                                                                "pipelines.shards"]
     assert "--force" in stages[2] and "--force" not in stages[0] + stages[1]
-    assert all("--set shards.workers=1 --set shards.format=arrow" in s for s in stages)
+    assert all("--set 'shards.workers=1 shards.format=arrow'" in s for s in stages)   # one word, as typed
     out = subprocess.run(["make", "-n", "inspect", "DOC=topic:assert", "CONFIG=configs/fineweb-edu-10B.toml"],
                          cwd=repo, capture_output=True, text=True, check=True).stdout
-    assert "pipelines.inspect --config configs/fineweb-edu-10B.toml" in out and "--doc topic:assert" in out
+    assert "pipelines.inspect --config 'configs/fineweb-edu-10B.toml'" in out and "--doc 'topic:assert'" in out

@@ -73,11 +73,16 @@ def make_dry(*args: str) -> str:
 
 def test_make_pretrain_uses_torchrun_with_gpus_and_one_process_without():
     gpus = make_dry("pretrain", "NGPU=4", "RESUME=1", "SET=train.max_steps=10")
-    assert "torchrun --standalone --nproc_per_node=4 -m pipelines.pretrain --config configs/demo.toml " \
-           "--set train.max_steps=10 --resume" in gpus
+    assert "torchrun --standalone --nproc_per_node=4 -m pipelines.pretrain --config 'configs/demo.toml' " \
+           "--set 'train.max_steps=10' --resume" in gpus
     assert "$(shell" not in gpus
     cpu = make_dry("pretrain", "NGPU=0")
-    assert "-m pipelines.pretrain --config configs/demo.toml" in cpu and "no CUDA GPU" in cpu
+    assert "-m pipelines.pretrain --config 'configs/demo.toml'" in cpu and "no CUDA GPU" in cpu
+    assert "--force" not in cpu
+    # FORCE=1 starts pretraining over; it does not redo the data stages the target runs first
+    forced = make_dry("pretrain", "NGPU=0", "FORCE=1").splitlines()
+    assert any("-m pipelines.pretrain" in line and "--force" in line for line in forced)
+    assert not any("-m pipelines.shards" in line and "--force" in line for line in forced)
     nodes = make_dry("pretrain", "NGPU=8", "NNODES=2", "NODE_RANK=1", "MASTER_ADDR=10.0.0.1")
     assert "--nnodes=2 --node_rank=1 --rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29500 --nproc_per_node=8" in nodes
     assert "shards" in make_dry("pretrain", "NGPU=0")  # the data chain runs first

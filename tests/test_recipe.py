@@ -113,3 +113,14 @@ def test_bad_overrides(tmp_path):
         load_recipe(p, {"shards.wrkers": "1"})
     with pytest.raises(RecipeError, match=r"section\.key=value"):
         load_recipe(p, {"a.b.c": "1"})
+
+
+def test_one_override_string_splits_between_assignments_not_inside_values(tmp_path):
+    """Make's SET is one string: spaces separate assignments, except inside a value's quotes or brackets."""
+    items = parse_overrides(['data.paths=["/data/my file.jsonl", \'b c\'] shards.workers=2',
+                             'data.text_field="body text" train.note=it\'s'])
+    assert items == {"data.paths": '["/data/my file.jsonl", \'b c\']', "shards.workers": "2",
+                     "data.text_field": '"body text"', "train.note": "it's"}
+    recipe = load_recipe(_write(tmp_path, 'name = "x"\n'), items)
+    assert recipe.section("data")["paths"] == ["/data/my file.jsonl", "b c"]
+    assert recipe.section("data")["text_field"] == "body text" and recipe.section("train") == {"note": "it's"}

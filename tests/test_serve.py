@@ -28,6 +28,7 @@ from schemathesis import GenerationMode, checks
 from harness.service_process import ServiceProcess
 from service import ServeSettings, main, parse_args
 from service.client import FingerprintMismatch, TokenizerClient, TokenizerServiceError
+from service.settings import ServeLimits
 from tokenizer import Tokenizer
 from tokenizer.byte_order import BYTE_TO_ID
 
@@ -126,7 +127,7 @@ def test_known_gpt2_ids_and_info(client, gpt2_tok):
     assert info["n_vocab"] == gpt2_tok.n_vocab == 50257
     assert info["special_tokens"] == {"<|endoftext|>": 50256} and info["eot_id"] == 50256
     assert info["pattern"] == gpt2_tok.pattern
-    assert info["limits"] == {"max_body_bytes": MAX_BODY, "max_batch": MAX_BATCH}
+    assert info["limits"] == {**ServeLimits().limits(), "max_body_bytes": MAX_BODY, "max_batch": MAX_BATCH}
 
 
 def test_batch_encode_equals_in_process_on_corpus(client, gpt2_tok, corpus_sample):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from pipeline_helpers import file_bytes, write_parquet, write_recipe
 
+from contract import manifest as mf
 from contract.raw import iter_raw_documents
 from contract.recipe import load_recipe
 from contract.shard_format import ShardFormatError, ShardReader, ShardWriter, dtype_for_vocab
@@ -61,10 +62,12 @@ def recipe_with(project: Path, name: str, **shard_cfg):
 
 
 def outputs(shard_dir: Path) -> dict:
-    """Every shard file's bytes, and the manifest's bytes less its recipe name (tests use several names)."""
+    """Every shard file's bytes, and the manifest's bytes less its recipe name (tests use several names)
+    and the checksum that covers the name."""
     files = file_bytes(shard_dir)
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("recipe")
+    manifest.pop(mf.CHECKSUM_KEY)
     files["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
     return files
 
@@ -156,11 +159,11 @@ def test_arrow_format_readers(project):
 
 
 def _progress_shards(out: Path) -> int:
+    """Shards recorded in the journal so far (its complete lines after the header)."""
     try:
-        progress = json.loads((out / "_progress.json").read_text())
-    except (OSError, ValueError):
+        return max(0, (out / shards.PROGRESS).read_bytes().count(b"\n") - 1)
+    except OSError:
         return 0
-    return sum(len(s["shards"]) for s in progress["splits"].values())
 
 
 def _run_and_kill(recipe: Path, after_shards: int) -> int:
@@ -193,7 +196,7 @@ def test_kill9_then_resume_gives_the_same_bytes(project, reference, fmt, workers
     fresh = recipe_with(project, f"fresh_{fmt}", format=fmt, workers=1, shard_tokens=2000)
     build(fresh)
     assert outputs(out) == outputs(load_recipe(fresh).stage_dir("shards"))
-    assert not list(out.glob("*.tmp")) and not (out / "_progress.json").exists()
+    assert not list(out.glob("*.tmp"))
 
 
 def test_up_to_date_and_staleness(project):
@@ -202,11 +205,11 @@ def test_up_to_date_and_staleness(project):
     logs = []
     build(path, workers=2)   # the worker count is not part of the output: still up to date
     out = load_recipe(path).stage_dir("shards")
-    (out / "_progress.json").write_text("{}")          # as left by a kill right after the manifest
-    (out / "train_000009.npy.tmp").write_bytes(b"torn")
+    (out / shards.OLD_PROGRESS).write_text("{}")          # as an earlier version left it
+    (out / "train_000009.npy.tmp").write_bytes(b"torn")   # as left by a kill
     shards.run(load_recipe(path), progress_bar=False, log=logs.append)
     assert "up to date" in logs[-1]
-    assert not (out / "_progress.json").exists() and not list(out.glob("*.tmp"))
+    assert not (out / shards.OLD_PROGRESS).exists() and not list(out.glob("*.tmp"))
     path = recipe_with(project, "stale", shard_tokens=3000)   # a changed key reruns the stage
     manifest = build(path)
     assert manifest["shard_tokens"] == 3000
@@ -310,8 +313,8 @@ def test_empty_documents_are_skipped_and_counted_and_big_document(tmp_path):
     # raw files written by something else may hold empty texts: the shards stage counts them too
     write_parquet(raw_dir / "part-00000.parquet", rows, row_group_size=2)
     manifest = json.loads((raw_dir / "manifest.json").read_text())
-    manifest["outputs"][0]["bytes"] = (raw_dir / "part-00000.parquet").stat().st_size
-    (raw_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest["outputs"][0] = mf.output_entry(raw_dir / "part-00000.parquet", raw_dir)
+    mf.write_manifest(raw_dir, manifest)   # a valid manifest for the new file (its checksum included)
     result = shards.run(recipe, progress_bar=False, log=quiet)
     train = result["splits"]["train"]
     assert train["documents"] == 2 and train["skipped_empty"] == 2

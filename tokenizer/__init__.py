@@ -5,8 +5,10 @@
     tok.encode("hello world")  # [31373, 995]
 
 Modules: byte_order (the 256 base tokens), pattern (the pre-tokenisation regex and the proven
-chunk boundaries of the fast path), bpe (merging one piece, caches), core (Tokenizer),
-formats (files), parallel (encode_batch in worker processes), train (the trainer).
+chunk boundaries of the fast path), unicode_classes + unicode_data (the character classes pinned
+to tiktoken's Unicode version), bpe (merging one piece, caches), core (Tokenizer), formats (files),
+openai_encodings (OpenAI's .tiktoken files with their patterns), parallel (encode_batch in worker
+processes), learn_bpe (learning merges), chat (the chat format), atomic_write (how files are written).
 """
 
 from .core import Tokenizer, compute_fingerprint

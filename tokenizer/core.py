@@ -31,11 +31,15 @@ from typing import Literal
 
 import regex
 
-from .bpe import DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges, id_typecode
+from .bpe import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges, id_typecode
 from .pattern import GPT2_PATTERN, chunk_splitter, piece_splitter
+from .unicode_data import UNICODE_VERSION
 
 EOT = "<|endoftext|>"
 FINGERPRINT_VERSION = "ljt-fingerprint-v1"
+# The Unicode version of the character tables (unicode_data.py) that every fingerprint so far
+# implies; see compute_fingerprint.
+FINGERPRINT_UNICODE_BASELINE = "16.0.0"
 
 
 def _check_str(value: object, func: str, arg: str = "text") -> str:
@@ -59,13 +63,24 @@ def compute_fingerprint(pattern: str, mergeable_ranks: Mapping[bytes, int], spec
     The hashed byte stream, all UTF-8, one item per line (stable; documented in the README):
         ljt-fingerprint-v1
         pattern <the regex>
+        unicode <version>                   only if the tables are not Unicode 16.0.0 (see below)
         <base64(token bytes)> <rank>        one line per mergeable token, in rank order
         special <base64(name as UTF-8)> <id> one line per special token, in id order
     The token lines are exactly the body of a .tiktoken file. Merges and the name are not part of
     it: they do not change how text is encoded.
+
+    The pattern's string alone does not say what \\p{L} matches: that is the Unicode version of
+    the pinned character tables (unicode_classes.py), and regenerating them for another version
+    changes the ids of texts with the characters the versions disagree on. So a version other
+    than 16.0.0 is hashed too, and every fingerprint changes with it. 16.0.0 itself is not
+    written, which keeps the fingerprints made before the tables were pinned: the ids they named
+    depended on the installed `regex` module, and for GPT-2's regex differ from the pinned
+    tables' only on characters that Unicode 17.0 added.
     """
     h = hashlib.sha256()
     h.update(f"{FINGERPRINT_VERSION}\npattern {pattern}\n".encode())
+    if UNICODE_VERSION != FINGERPRINT_UNICODE_BASELINE:
+        h.update(f"unicode {UNICODE_VERSION}\n".encode())
     for token, rank in sorted(mergeable_ranks.items(), key=lambda kv: kv[1]):
         h.update(b64encode(token) + b" %d\n" % rank)
     for name, ident in sorted(special_tokens.items(), key=lambda kv: kv[1]):
@@ -85,6 +100,7 @@ class Tokenizer:
         name: str = "custom",
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         ranks = self._validate_ranks(mergeable_ranks)
         specials = self._validate_specials(special_tokens, len(ranks))
@@ -112,12 +128,11 @@ class Tokenizer:
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
-            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size)
+            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size, cache_bytes)
             self._split_text = split_chunks
         else:
-            self._cache = PieceCache(ranks, self._typecode, cache_size)
+            self._cache = PieceCache(ranks, self._typecode, cache_size, cache_bytes)
             self._split_text = self._split_pieces
-        self._lookup = self._cache.__getitem__
 
     # ----------------------------------------------------------------------------- validation
     @staticmethod
@@ -214,17 +229,68 @@ class Tokenizer:
         ids.frombytes(self._encode_packed(text, allowed_special, disallowed_special, "encode_to_array"))
         return ids
 
+    def encode_to_arrays(
+        self,
+        texts: Sequence[str],
+        *,
+        allowed_special: Literal["all"] | Collection[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[array]:
+        """encode_to_array() of every text, in this process, faster than one call per text on new text.
+
+        Without allowed special tokens, the words none of the caches has seen yet are collected over
+        all the texts and merged together (bpe.py, "Misses, in batches"), so a batch of a few
+        hundred documents costs far less than encoding them one by one while the caches are cold.
+        With warm caches the two cost the same. For parallel encoding see encode_batch().
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_to_arrays() argument 'texts' must be a list of str, not a single str")
+        out = []
+        for packed in self._encode_packed_many(list(texts), allowed_special, disallowed_special, "encode_to_arrays"):
+            ids = array(self._typecode)
+            ids.frombytes(packed)
+            out.append(ids)
+        return out
+
     def _packed_ordinary(self, text: str) -> bytes:
         """The ids of `text` as ordinary text, packed (see bpe.py): the core of every encode."""
         try:
             # All C-level on cache hits: a regex findall, one dict lookup per chunk, one join.
-            return b"".join(map(self._lookup, self._split_text(text)))
+            return self._cache.packed(self._split_text(text))
         except UnicodeEncodeError:
-            return b"".join(map(self._lookup, self._split_text(_repair_surrogates(text))))
+            return self._cache.packed(self._split_text(_repair_surrogates(text)))
+
+    def _packed_ordinary_many(self, texts: list[str]) -> list[bytes]:
+        """_packed_ordinary of every text, with the misses of all of them learned together (bpe.py)."""
+        try:
+            return self._cache.packed_many(list(map(self._split_text, texts)))
+        except UnicodeEncodeError:  # a lone surrogate somewhere: repair the texts that need it
+            return list(map(self._packed_ordinary, texts))
 
     def _encode_packed(self, text: str, allowed_special, disallowed_special, func: str) -> bytes:
         """encode()'s ids, packed; `func` names the public method in error messages."""
         _check_str(text, func)
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        if disallowed:
+            _refuse_disallowed(text, disallowed)
+        if not allowed:
+            return self._packed_ordinary(text)
+        return self._packed_allowing(text, allowed)
+
+    def _encode_packed_many(self, texts: list[str], allowed_special, disallowed_special, func: str) -> list[bytes]:
+        """_encode_packed of every text (the first bad text raises); without allowed special
+        tokens, the misses of all the texts are learned together (bpe.py, "Misses, in batches")."""
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        for text in texts:
+            _check_str(text, func)
+            if disallowed:
+                _refuse_disallowed(text, disallowed)
+        if not allowed:
+            return self._packed_ordinary_many(texts)
+        return [self._packed_allowing(text, allowed) for text in texts]
+
+    def _special_sets(self, allowed_special, disallowed_special) -> tuple[frozenset[str], frozenset[str]]:
+        """(allowed, disallowed) special tokens, from encode()'s two arguments."""
         if allowed_special == "all":
             allowed = self._all_specials
         else:
@@ -233,14 +299,9 @@ class Tokenizer:
             disallowed = self._all_specials - allowed if allowed else self._all_specials
         else:
             disallowed = self._check_special_set(disallowed_special, "disallowed_special")
-        if disallowed:
-            # `in` is a C substring scan, far cheaper than a regex search over the whole text;
-            # only when one is present do we work out which occurs first (what tiktoken reports).
-            found = [s for s in disallowed if s in text]
-            if found:
-                raise_disallowed_special_token(min(found, key=lambda s: (text.find(s), -len(s))))
-        if not allowed:
-            return self._packed_ordinary(text)
+        return allowed, disallowed
+
+    def _packed_allowing(self, text: str, allowed: frozenset[str]) -> bytes:
         try:
             return self._packed_with_specials(text, allowed)
         except UnicodeEncodeError:
@@ -258,7 +319,7 @@ class Tokenizer:
         parts: list[bytes] = []
         start = 0
         search = self._special_regex.search if self._special_regex is not None else None
-        lookup, split = self._lookup, self._split_text
+        packed, split = self._cache.packed, self._split_text
         while True:
             match = None
             find_from = start
@@ -269,7 +330,7 @@ class Tokenizer:
                 find_from = match.start() + 1
             end = match.start() if match else len(text)
             if end > start:
-                parts.extend(map(lookup, split(text[start:end])))
+                parts.append(packed(split(text[start:end])))
             if match is None:
                 return b"".join(parts)
             parts.append(self._packed_specials[match.group()])
@@ -440,15 +501,42 @@ class Tokenizer:
 
     @classmethod
     def from_tiktoken(cls, path: str | os.PathLike, special_tokens: Mapping[str, int] | None = None,
-                      pattern: str = GPT2_PATTERN, name: str | None = None) -> Tokenizer:
-        """Load a .tiktoken file. It stores only the ranks: the regex defaults to GPT-2's and the
-        special tokens to {"<|endoftext|>": last rank + 1}; the merges are recovered from the ranks."""
-        from .formats import read_tiktoken
+                      pattern: str | None = None, name: str | None = None) -> Tokenizer:
+        """Load a .tiktoken rank file (or a gzipped one, .tiktoken.gz).
 
-        ranks = read_tiktoken(Path(path))
+        The file stores only the ranks. OpenAI's own files -- r50k_base, cl100k_base, o200k_base --
+        are recognised by their sha256 and get their own regex, special tokens and name
+        (openai_encodings.py), so `Tokenizer.from_tiktoken("o200k_base.tiktoken")` gives tiktoken's
+        o200k_base ids. Any other file gets GPT-2's regex, {"<|endoftext|>": last rank + 1} and the
+        file's stem. `special_tokens`, `pattern` and `name` override either; the merges are
+        recovered from the ranks.
+        """
+        from .formats import read_tiktoken_file
+        from .openai_encodings import BY_SHA256
+
+        ranks, digest = read_tiktoken_file(Path(path))
+        known = BY_SHA256.get(digest)
+        if pattern is None:
+            pattern = known.pattern if known else GPT2_PATTERN
         if special_tokens is None:
-            special_tokens = {EOT: len(ranks)}
-        return cls(ranks, special_tokens, pattern, None, name or Path(path).stem)
+            special_tokens = dict(known.special_tokens) if known else {EOT: len(ranks)}
+        if name is None:
+            name = known.name if known else Path(Path(path).name.removesuffix(".gz")).stem
+        return cls(ranks, special_tokens, pattern, None, name)
+
+    def to_tiktoken(self):
+        """This tokenizer as a `tiktoken.Encoding`: same ranks, regex and special tokens, same ids.
+
+        Needs the tiktoken package (imported only here). tiktoken compiles the regex with Rust's
+        regex engine, which reads tiktoken-style patterns (GPT-2's, cl100k's, o200k's) but not every
+        construct of Python's `regex` module; it then raises ValueError.
+        """
+        try:
+            import tiktoken
+        except ImportError:
+            raise ImportError("Tokenizer.to_tiktoken() needs the tiktoken package: pip install tiktoken") from None
+        return tiktoken.Encoding(self.name, pat_str=self._pattern_str, mergeable_ranks=dict(self._ranks),
+                                 special_tokens=dict(self._special_tokens))
 
     def save_hf(self, directory: str | os.PathLike) -> Path:
         """HF `tokenizers` tokenizer.json + transformers tokenizer_config.json into `directory`."""
@@ -459,6 +547,15 @@ class Tokenizer:
 
 def _rebuild(ranks, specials, pattern, merges, name) -> Tokenizer:
     return Tokenizer(ranks, specials, pattern, merges, name)
+
+
+def _refuse_disallowed(text: str, disallowed: frozenset[str]) -> None:
+    """Raise if `text` holds a disallowed special token (the first one in the text, as tiktoken)."""
+    # `in` is a C substring scan, far cheaper than a regex search over the whole text; only when
+    # one is present do we work out which occurs first (what tiktoken reports).
+    found = [s for s in disallowed if s in text]
+    if found:
+        raise_disallowed_special_token(min(found, key=lambda s: (text.find(s), -len(s))))
 
 
 def raise_disallowed_special_token(token: str):

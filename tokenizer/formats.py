@@ -4,8 +4,10 @@
 |-------------------------|------------------------------------------|------|-------|
 | encoder.json+vocab.bpe  | GPT-2: token strings -> id, merge list   | yes  | no    |
 | tokenizer.ljt.json      | ours: everything + fingerprint           | yes  | yes   |
-| .tiktoken               | base64(token) rank per line (ranks only) | yes  | yes   |
-| HF tokenizer.json       | vocab, merges, pre-tokenizer, specials   | no   | yes   |
+| .tiktoken (or .gz)      | base64(token) rank per line (ranks only) | yes  | yes   |
+| HF tokenizer.json       | vocab, merges, pre-tokenizer, specials   | yes* | yes   |
+
+* byte-level BPE tokenizer.json files whose ids are tiktoken-style ranks (load_hf_tokenizer_json).
 
 Our format is versioned JSON: {"format": "llm-journey-tokenizer", "version": 1, "name",
 "pattern", "tokens": [base64 of the token with rank i, ...], "special_tokens": {name: id},
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import hashlib
 import json
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,10 +152,24 @@ def save_tiktoken(tok: Tokenizer, path: Path) -> Path:
 
 
 def read_tiktoken(path: Path) -> dict[bytes, int]:
+    return read_tiktoken_file(path)[0]
+
+
+def read_tiktoken_file(path: Path) -> tuple[dict[bytes, int], str]:
+    """(ranks, sha256 hex of the file's content) of a .tiktoken file, plain or gzipped (.tiktoken.gz,
+    recognised by its magic bytes). The digest of the uncompressed content is the one tiktoken
+    checks for OpenAI's files, which is how from_tiktoken recognises them."""
     try:
         raw = path.read_bytes()
-    except OSError as err:
-        raise TokenizerFileError(f"{path}: cannot read .tiktoken file: {err.strerror or err}") from None
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise TokenizerFileError(f"{path}: cannot read .tiktoken file: {detail}") from None
+    return _parse_tiktoken(raw, path), hashlib.sha256(raw).hexdigest()
+
+
+def _parse_tiktoken(raw: bytes, path: Path) -> dict[bytes, int]:
     ranks: dict[bytes, int] = {}
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line:
@@ -204,13 +223,93 @@ def hf_tokenizer_json(tok: Tokenizer) -> dict:
     }
 
 
-def save_hf(tok: Tokenizer, directory: Path) -> Path:
+def load_hf_tokenizer_json(cls: type[Tokenizer], path: Path, name: str | None = None) -> Tokenizer:
+    """A Tokenizer from an HF `tokenizers` tokenizer.json, when that file is a byte-level BPE this encoder
+    computes the same ids for: what save_hf writes, GPT-2's, and most GPT-style ones.
+
+    Conditions, each refused with the reason when not met: model BPE without normalizer, byte fallback or
+    word affixes; a ByteLevel pre-tokenizer (GPT-2's regex), or a Split regex followed by ByteLevel without
+    regex; the byte-level ids first (0..N-1, every byte present) and special tokens after them; and merge i
+    creating a token ranked after merge i-1's, because HF applies merges by merge order and tiktoken-style
+    BPE by token rank: only with that order do the two agree."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise TokenizerFileError(f"{path}: cannot read tokenizer.json: {detail}") from None
+
+    def refuse(why: str) -> TokenizerFileError:
+        return TokenizerFileError(f"{path}: not a byte-level BPE tokenizer.json this tokenizer can read: {why}")
+
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        raise refuse(f"model type {model.get('type') if isinstance(model, dict) else None!r}, not BPE")
+    for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+        if model.get(key):
+            raise refuse(f"model.{key} = {model[key]!r}")
+    if model.get("byte_fallback"):
+        raise refuse("model.byte_fallback is on (a SentencePiece-style BPE)")
+    if doc.get("normalizer"):
+        raise refuse(f"it has a normalizer ({doc['normalizer'].get('type')})")
+    pattern = _hf_pattern(doc.get("pre_tokenizer"), refuse)
+
+    specials = {t["content"]: t["id"] for t in doc.get("added_tokens") or [] if t.get("special")}
+    try:
+        ranks = {unicode_str_to_bytes(text, where=str(path)): ident
+                 for text, ident in model["vocab"].items() if text not in specials}
+        merges = []
+        for pair in model.get("merges") or []:
+            a, b = pair.split(" ") if isinstance(pair, str) else pair
+            merges.append((unicode_str_to_bytes(a, where=str(path)), unicode_str_to_bytes(b, where=str(path))))
+    except (KeyError, TypeError, ValueError) as err:
+        raise refuse(f"unreadable vocab or merges ({err})") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise refuse("the byte-level tokens do not have the ids 0..N-1 (special tokens before them?)")
+    last = -1
+    for i, (a, b) in enumerate(merges):
+        rank = ranks.get(a + b, -1)
+        if rank <= last:
+            raise refuse(f"merge #{i} ({bytes_to_unicode_str(a)} {bytes_to_unicode_str(b)}) creates a token ranked "
+                         "before the previous merge's: HF and tiktoken-style BPE would encode differently")
+        last = rank
+    try:
+        return cls(ranks, specials, pattern, merges, name or path.parent.name or "hf")
+    except (TypeError, ValueError) as err:
+        raise refuse(str(err)) from None
+
+
+def _hf_pattern(pre: object, refuse) -> str:
+    """The regex a tokenizer.json pre-tokenizer splits with: ByteLevel(use_regex) is GPT-2's; else a Split."""
+    if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        if pre.get("add_prefix_space"):
+            raise refuse("ByteLevel.add_prefix_space is on (a space is added before every text)")
+        return GPT2_PATTERN
+    steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else None
+    if (isinstance(steps, list) and len(steps) == 2 and steps[0].get("type") == "Split"
+            and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)
+            and "Regex" in (steps[0].get("pattern") or {}) and steps[0].get("behavior") == "Isolated"
+            and not steps[0].get("invert") and not steps[1].get("add_prefix_space")):
+        return steps[0]["pattern"]["Regex"]
+    kind = pre.get("type") if isinstance(pre, dict) else pre
+    raise refuse(f"pre-tokenizer {kind!r}: expected ByteLevel, or Split(regex) then ByteLevel(use_regex=false)")
+
+
+def save_hf(tok: Tokenizer, directory: Path, model_max_length: int | None = None) -> Path:
+    """tokenizer.json + tokenizer_config.json for transformers' AutoTokenizer.
+
+    model_max_length is the context of the model the tokenizer goes with: transformers truncates to it
+    (`tok(text, truncation=True)`) and warns past it, so it must be the model's block_size, never more (a
+    longer input makes the model index past its position embedding). A tokenizer exported alone
+    (`make tokenizer`'s hf/, `python -m tokenizer convert --to hf`) knows no model: the key is left out,
+    which transformers reads as "no limit known" (truncation=True then needs max_length=). `make
+    export-hf` (model/hf.py: export_hf) writes the model's block_size into the directory's config.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     eot = tok.eot_id
     eot_text = next((s for s, i in tok.special_tokens.items() if i == eot), None)
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 1024,
+        **({"model_max_length": model_max_length} if model_max_length is not None else {}),
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
         "bos_token": eot_text,
@@ -218,7 +317,28 @@ def save_hf(tok: Tokenizer, directory: Path) -> Path:
         "unk_token": eot_text,
         "llm_journey_fingerprint": tok.fingerprint,
     }
+    from .chat import has_chat_tokens, hf_chat_template
+
+    if has_chat_tokens(tok):  # transformers' apply_chat_template then gives exactly tokenizer/chat.py's ids
+        config["chat_template"] = hf_chat_template()
     write_bytes_atomic(directory / "tokenizer.json",
                  json.dumps(hf_tokenizer_json(tok), ensure_ascii=False).encode("utf-8"))
     write_bytes_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2).encode("utf-8"))
     return directory
+
+
+def set_hf_model_max_length(directory: Path, model_max_length: int) -> bool:
+    """Give the tokenizer_config.json in `directory` (if there is one) the context of the model saved
+    beside it. False when the directory holds no tokenizer config."""
+    path = directory / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenizerFileError(f"{path}: cannot read the tokenizer config: {err}") from None
+    if not isinstance(config, dict):
+        raise TokenizerFileError(f"{path}: not a JSON object")
+    config["model_max_length"] = model_max_length
+    write_bytes_atomic(path, json.dumps(config, indent=2).encode("utf-8"))
+    return True

@@ -94,8 +94,13 @@ def train_bpe(
     cores; 1: in this process); `max_chars_per_doc` truncates each document first.
     """
     _check_vocab_size(vocab_size, 256)
+    from .progress import progress_mode
+
+    # The pre-tokeniser draws its own tqdm bar: only on a terminal, where its frames redraw in place
+    # (in a log they would pile up in one line; progress.py).
     word_counts = count_pretokens(
-        texts, pattern=pattern, workers=workers, max_chars_per_doc=max_chars_per_doc, progress=progress
+        texts, pattern=pattern, workers=workers, max_chars_per_doc=max_chars_per_doc,
+        progress=progress_mode(progress) == "bar",
     )
     return train_bpe_from_counts(word_counts, vocab_size, progress=progress)
 
@@ -172,9 +177,9 @@ def _merge_loop(words, freqs, vocab, vocab_size, progress):
     merged_keys: list[int] = []  # packed pairs, in merge order
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import Progress
 
-        bar = tqdm(total=max(0, vocab_size - len(vocab)), desc="BPE merges", unit=" tokens")
+        bar = Progress(max(0, vocab_size - len(vocab)), desc="BPE merges", unit="tokens")
 
     heappush, heappop = heapq.heappush, heapq.heappop
     while len(vocab) < vocab_size and heap:

@@ -15,21 +15,47 @@ matched, which matters on long runs such as 100,000 spaces. Alternatives, in ord
   - whitespace not followed by non-space: a run of spaces keeps its last space for the next word,
     so "a   b" splits as "a", "  ", " b" and " b" can reuse the common " b" tokens;
   - any single remaining whitespace character.
+
+What counts as a letter, a digit or whitespace is decided by Unicode tables, and tiktoken's (Rust)
+regex engine and the Python `regex` module have tables of different Unicode versions. Patterns are
+therefore never compiled as written: unicode_classes.py pins \\p{L}, \\p{N}, \\s ... to tiktoken's
+tables, and `piece_splitter` keeps the speed of the plain pattern on all text that does not contain
+one of the few characters on which the two versions disagree.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
+from itertools import accumulate
+
 import regex
+
+from .unicode_classes import class_body, disputed_ranges, rewrite, stand_ins
 
 GPT2_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 )
 
+Splitter = Callable[[str], list[str]]
+
 
 def compile_pattern(pattern: str) -> regex.Pattern:
-    """Compile a pre-tokenisation pattern with the `regex` module (needed for \\p{..} and ++)."""
+    """Compile a pre-tokenisation pattern, classifying characters exactly as tiktoken does.
+
+    What is compiled is the pattern's *exact* spelling (unicode_classes.py): \\p{L} and friends
+    replaced by explicit classes from tiktoken's Unicode tables. Exact on every text but slow;
+    `piece_splitter` is what encoding uses (the same pieces, fast).
+    """
+    _check(pattern)
+    return regex.compile(rewrite(pattern).exact)
+
+
+def _check(pattern: str) -> None:
+    """Reject an invalid pattern with the error `regex` gives for it *as written*."""
     try:
-        return regex.compile(pattern)
+        regex.compile(pattern)
     except regex.error as err:
         raise ValueError(f"invalid pre-tokenisation pattern {pattern!r}: {err}") from None
 
@@ -68,9 +94,9 @@ def compile_pattern(pattern: str) -> regex.Pattern:
 # by \s++$. So the ids of a piece, cached under the piece, are also the ids of that string as a
 # one-piece chunk.
 #
-# "Whitespace" must mean exactly what \s means to the `regex` module, which is not what it means
-# to `re` (re also counts U+001C..U+001F), so the class is spelled out. A test compares this
-# class with regex's \s over every code point.
+# "Whitespace" must mean exactly what \s means to tiktoken (White_Space; the `regex` module's \s
+# agrees), which is not what it means to `re` (re also counts U+001C..U+001F), so the class is
+# spelled out. Tests compare it with regex's \s and with the pinned White_Space over every code point.
 REGEX_WHITESPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
     "\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -111,16 +137,92 @@ GPT2_ASCII_PATTERN = (
 )
 
 
-def piece_splitter(pattern: str):
-    """`findall` for `pattern`; for GPT2_PATTERN, ASCII text takes the equivalent stdlib pattern."""
-    findall = compile_pattern(pattern).findall
-    if pattern != GPT2_PATTERN:
-        return findall
-    import re
+def piece_splitter(pattern: str) -> Splitter:
+    """`findall` for `pattern` that splits exactly like tiktoken, at the speed of the plain pattern.
 
-    ascii_findall = re.compile(GPT2_ASCII_PATTERN).findall
+    Routes that all give the same pieces (unicode_classes.py has the reasoning):
+      - ASCII text: GPT2_PATTERN's stdlib twin above, or the native pattern (ASCII characters are
+        classified alike by every Unicode version);
+      - other text: the native pattern (the `regex` module's fast property tables), unless the
+        text holds a character those tables classify differently from tiktoken's;
+      - text that does: the native pattern on a copy in which each such character is replaced by
+        a stand-in that `regex` classifies as tiktoken classifies it (same length, so the pieces
+        are cut from the original at the same places); for the rare pattern where that is not
+        enough (see stand_ins), the exact pattern, compiled on first need.
+    """
+    _check(pattern)
+    spellings = rewrite(pattern)
+    compiled = regex.compile(spellings.native)
+    native = compiled.findall
+    ascii_split = re.compile(GPT2_ASCII_PATTERN).findall if pattern == GPT2_PATTERN else native
+    disputed = disputed_ranges(spellings.keys)
+    if not disputed:  # the installed `regex` has tiktoken's Unicode version: native is exact
+        return native if ascii_split is native else _ascii_or(ascii_split, native)
+    ascii_is_safe = disputed[0][0] >= 0x80  # always, unless the tables were broken
+    has_disputed = _disputed_search(disputed)
+    table = stand_ins(spellings.keys, disputed) if spellings.translatable else None
+    exact: list[Splitter] = []
 
     def split(text: str) -> list[str]:
-        return ascii_findall(text) if text.isascii() else findall(text)
+        if text.isascii() and ascii_is_safe:  # O(1): str knows whether it is ASCII
+            return ascii_split(text)
+        if not has_disputed(text):
+            return native(text)
+        if table is not None:
+            return _cut_like(text, text.translate(table), compiled)
+        if not exact:
+            exact.append(regex.compile(spellings.exact).findall)
+        return exact[0](text)
 
     return split
+
+
+def _cut_like(text: str, stand_in_text: str, compiled: regex.Pattern) -> list[str]:
+    """Split `stand_in_text` (a same-length copy of `text`) and cut `text` at the same places."""
+    pieces = compiled.findall(stand_in_text)
+    ends = list(accumulate(map(len, pieces)))
+    if ends and ends[-1] == len(text):  # the pieces tile the text (tiktoken's patterns always do)
+        return list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    return [text[m.start():m.end()] for m in compiled.finditer(stand_in_text)]  # a pattern that skips characters
+
+
+def _ascii_or(ascii_split: Splitter, other: Splitter) -> Splitter:
+    def split(text: str) -> list[str]:
+        return ascii_split(text) if text.isascii() else other(text)
+
+    return split
+
+
+class DisputedSearch:
+    """`search(text)`: does `text` contain a character of `ranges`? Fast enough to ask of every text.
+
+    Stdlib `re` searches, a few nanoseconds per character. `re` stores the Basic Multilingual
+    Plane part of a character class as a bitmap (one lookup per character), but the part above
+    U+FFFF as a list of ranges that it walks for every character the bitmap does not hold, which
+    would make a search for the disputed characters themselves ~10x slower. So the first search
+    looks for the disputed BMP characters or *any* supplementary character (U+10000..U+10FFFF, a
+    single range): on text without emoji and the like, that one pass decides. After a
+    supplementary character, the rest of the text takes two passes: the disputed BMP characters,
+    then its supplementary characters, collected and checked against a set.
+    """
+
+    def __init__(self, ranges: tuple[tuple[int, int], ...]):
+        bmp = class_body(tuple((lo, min(hi, 0xFFFF)) for lo, hi in ranges if lo <= 0xFFFF))
+        self._search_bmp = re.compile(f"[{bmp}]").search if bmp else None
+        self._search_bmp_or_astral = re.compile(f"[{bmp}\\U00010000-\\U0010ffff]").search
+        self._astral = frozenset(chr(c) for lo, hi in ranges if hi > 0xFFFF for c in range(max(lo, 0x10000), hi + 1))
+        self._find_astral = re.compile("[\\U00010000-\\U0010ffff]").findall
+
+    def __call__(self, text: str) -> bool:
+        found = self._search_bmp_or_astral(text)
+        if found is None:
+            return False
+        if found.group() <= "\uffff" or found.group() in self._astral:
+            return True
+        rest = found.end()
+        if self._search_bmp is not None and self._search_bmp(text, rest) is not None:
+            return True
+        return not self._astral.isdisjoint(self._find_astral(text, rest))
+
+
+_disputed_search = functools.cache(DisputedSearch)  # one per set of ranges, shared by all tokenizers

@@ -26,21 +26,22 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 
-from tokenizer.pattern import GPT2_PATTERN, compile_pattern
+from tokenizer.pattern import GPT2_PATTERN, Splitter, piece_splitter
 
 # ~256k characters per task: large enough that inter-process traffic is negligible, small enough
 # that a 2 MB corpus still keeps every core busy.
 CHUNK_CHARS = 1 << 18
 
-_compiled: dict[str, object] = {}
+_splitters: dict[str, Splitter] = {}
 
 
-def _pattern(pattern: str):
-    """Compile once per process (workers receive the pattern string, not the compiled object)."""
-    compiled = _compiled.get(pattern)
-    if compiled is None:
-        compiled = _compiled[pattern] = compile_pattern(pattern)
-    return compiled
+def _splitter(pattern: str) -> Splitter:
+    """Build once per process (workers receive the pattern string, not the splitter). It is the
+    encoder's own splitter, so training cuts text exactly where encoding (and tiktoken) will."""
+    split = _splitters.get(pattern)
+    if split is None:
+        split = _splitters[pattern] = piece_splitter(pattern)
+    return split
 
 
 def _to_bytes(piece: str) -> bytes:
@@ -52,10 +53,10 @@ def _to_bytes(piece: str) -> bytes:
 
 def count_chunk(docs: list[str], pattern: str) -> dict[bytes, int]:
     """Split each document with the regex and count the pieces (runs inside a worker)."""
-    findall = _pattern(pattern).findall
+    split = _splitter(pattern)
     counts: collections.Counter[str] = collections.Counter()
     for doc in docs:
-        counts.update(findall(doc))  # Counter.update on a list counts in C
+        counts.update(split(doc))  # Counter.update on a list counts in C
     return {_to_bytes(piece): n for piece, n in counts.items()}
 
 
@@ -122,7 +123,7 @@ def count_pretokens(
         raise ValueError(f"max_chars_per_doc must be a positive int or None, got {max_chars_per_doc!r}")
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
-    _pattern(pattern)  # fail early, in the parent, on an invalid regex
+    _splitter(pattern)  # fail early, in the parent, on an invalid regex (and build it before forking)
 
     bar = None
     if progress:

@@ -9,6 +9,10 @@ and no pickle from disk can run code):
 Writes are atomic (tokenizer/atomic_write.py): torch.save to a temporary file in the same directory, fsync,
 then os.replace, so a crash while saving leaves the previous checkpoint intact (a half-written checkpoint
 is worse than none).
+
+Reads trust nothing but the tensors: weights_only=True refuses code, and `check_weights_match_config`
+refuses a model_config that its own tensors contradict before any model is built from it (a file whose
+config says n_layer = 10**6 would otherwise hang `make eval` and exhaust memory in the HF export).
 """
 
 from __future__ import annotations
@@ -34,14 +38,16 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Read and check a checkpoint. mmap=True maps the tensors instead of reading them (for a quick look
+    at `step` or the config of a checkpoint of many GB)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (train first: make pretrain)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated file, not a zip archive, or a pickle asking for arbitrary classes
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -49,7 +55,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in ("step", "model", "model_config", "tokenizer_fingerprint") if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    check_weights_match_config(state, path)
     return state
+
+
+def check_weights_match_config(state: dict[str, Any], source: str | Path) -> None:
+    """Refuse a checkpoint whose model_config its tensors contradict, naming the file and the key.
+
+    First the few facts the tensors prove (model.hf.weights_contradict_config: layers, widths, vocabulary,
+    context), so that the model built next is bounded by what the file holds; then every tensor's shape
+    against that model built on the "meta" device (shapes only, no memory), so that load_state_dict
+    can no longer fail with a size mismatch halfway through."""
+    from model import GPT, GPTConfig
+    from model.hf import weights_contradict_config
+
+    try:
+        config = GPTConfig(**state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: model_config is not a GPT config ({exc})") from None
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
+    problem = weights_contradict_config(config, weights, vocab_rows=config.padded_vocab_size)
+    if problem:
+        raise CheckpointError(f"{source}: model_config does not match the weights: {problem}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+    for key in sorted(set(expected) | set(weights)):
+        held = tuple(weights[key].shape) if key in weights else None
+        if held != expected.get(key):
+            raise CheckpointError(f"{source}: model_config does not match the weights: {key}: the config "
+                                  f"implies {expected.get(key) or 'no such tensor'}, the file holds "
+                                  f"{held or 'none'}")
 
 
 def check_same_tokenizer(state: dict[str, Any], tokenizer_fingerprint: str, source: str | Path) -> None:

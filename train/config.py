@@ -54,6 +54,9 @@ class TrainSection:
     total_batch_tokens: int = 524_288  # tokens per optimizer step over all processes and micro-steps (2**19)
     token_budget: int = 10_000_000_000  # max_steps = token_budget // total_batch_tokens ...
     max_steps: int | None = None  # ... unless given explicitly
+    # GPT-3's batch-size warm-up: 0 = off. N > 0: the batch grows linearly from 1/B of total_batch_tokens to all
+    # of it over the first N tokens, by taking fewer windows per micro-step (see BatchWarmup).
+    batch_warmup_tokens: int = 0
     max_lr: float = 6e-4
     min_lr: float = 6e-5
     warmup_steps: int = 715
@@ -71,8 +74,13 @@ class TrainSection:
     cpu_threads: int = 0  # torch.set_num_threads on CPU; 0 = torch's default
     peak_tflops: float = 0.0  # accelerator peak for MFU; 0 = look the device up (H100 bf16 = 989)
     out_dir: str = ""  # "" = artifacts/<recipe>/pretrain
+    # The starting weights (train/init_from.py): "scratch" (random), a checkpoint of ours (ckpt.pt or its
+    # directory), or GPT-2: "gpt2", "gpt2-medium", ..., a hub id, or a local transformers directory.
+    init_from: str = "scratch"
 
     def check(self, fail: Fail) -> None:
+        if not self.init_from.strip():
+            fail("train.init_from must be \"scratch\", a checkpoint path, or a model such as \"gpt2\"")
         for key in ("micro_batch_size", "total_batch_tokens", "token_budget", "checkpoint_every", "log_every"):
             if getattr(self, key) <= 0:
                 fail(f"train.{key} must be > 0, got {getattr(self, key)}")
@@ -82,6 +90,8 @@ class TrainSection:
             fail(f"train.max_steps must be > 0, got {self.max_steps}")
         if self.warmup_steps < 0:
             fail(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.batch_warmup_tokens < 0:
+            fail(f"train.batch_warmup_tokens must be >= 0, got {self.batch_warmup_tokens}")
         if not 0 <= self.min_lr <= self.max_lr:
             fail(f"need 0 <= train.min_lr <= train.max_lr, got {self.min_lr}, {self.max_lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -210,6 +220,76 @@ def batch_plan(train: TrainSection, seq_len: int, world_size: int, source: Path 
         raise ValueError(f"{source}: train.token_budget = {train.token_budget:,} buys no step of "
                          f"{train.total_batch_tokens:,} tokens")
     return BatchPlan(train.micro_batch_size, seq_len, world_size, accum, train.total_batch_tokens, max_steps)
+
+
+class BatchWarmup:
+    """How many windows each process takes per micro-step at a given step: GPT-3's batch-size warm-up.
+
+    GPT-3 grew its batch linearly from 32K tokens to the full batch over the first 4-12B tokens. Early in
+    training the gradient is large and consistent, so small batches already point the right way and buy
+    more updates for the same tokens; later a bigger batch averages away the noise that starts to matter.
+    The trade-off: the same number of steps then sees fewer tokens (the ramp's steps are cheaper and the
+    run ends a little below its token budget), and the small early batches give the GPUs less work per
+    kernel. Off by default, as in build-nanogpt.
+
+    The batch shrinks through the rows per micro-step, b of B, with the accumulation and the processes
+    unchanged: one step carries b * total_batch_tokens / B tokens, the same whatever the number of GPUs,
+    and every micro-step of every process has b full windows, so averaging over micro-steps and ranks is
+    still the mean over the step. With W = batch_warmup_tokens and n the tokens of the steps before:
+
+        b = min(B, 1 + (B - 1) * n // W)
+
+    in integers: a pure function of the step number, so a resumed run (on any number of GPUs) takes
+    exactly the batches an uninterrupted one takes. The loader hands out windows by position in one
+    global stream, so b * processes windows per micro-step keep the ranks disjoint.
+    """
+
+    def __init__(self, micro_batch_size: int, total_batch_tokens: int, warmup_tokens: int):
+        self.full, self.warmup = micro_batch_size, warmup_tokens
+        self.tokens_per_row = total_batch_tokens // micro_batch_size  # one row in every micro-step and process
+        self._rows: list[int] = []           # b of the steps computed so far (only while ramping)
+        self._before: list[int] = [0]        # tokens of the steps before step i
+        self._full_from: int | None = None   # first step at the full batch (everything after is arithmetic)
+
+    @classmethod
+    def from_plan(cls, train: TrainSection, plan: BatchPlan) -> BatchWarmup:
+        return cls(plan.micro_batch_size, plan.total_batch_tokens, train.batch_warmup_tokens)
+
+    def _extend_to(self, step: int) -> None:
+        while self._full_from is None and len(self._rows) <= step:
+            before = self._before[-1]
+            b = self.full if before >= self.warmup else min(self.full, 1 + (self.full - 1) * before // self.warmup)
+            if b == self.full:
+                self._full_from = len(self._rows)
+                return
+            self._rows.append(b)
+            self._before.append(before + b * self.tokens_per_row)
+
+    def micro_batch(self, step: int) -> int:
+        """Rows per micro-step per process at `step` (0-based)."""
+        self._extend_to(step)
+        return self.full if self._full_from is not None and step >= self._full_from else self._rows[step]
+
+    def tokens_before(self, step: int) -> int:
+        """Tokens of all steps before `step`: the `tokens` a run has consumed after `step` steps."""
+        self._extend_to(step)
+        if self._full_from is None or step <= self._full_from:
+            return self._before[step]
+        return self._before[self._full_from] + (step - self._full_from) * self.full * self.tokens_per_row
+
+    def step_tokens(self, step: int) -> int:
+        return self.micro_batch(step) * self.tokens_per_row
+
+    @property
+    def active(self) -> bool:
+        return self.warmup > 0
+
+    def describe(self) -> str:
+        if not self.active:
+            return "batch warm-up: off"
+        self._extend_to(10**9)  # stops at the first full-batch step
+        return (f"batch warm-up: {self.tokens_per_row:,} -> {self.full * self.tokens_per_row:,} tokens/step over the "
+                f"first {self.warmup:,} tokens ({self._full_from:,} steps at a smaller batch)")
 
 
 def lr_at(step: int, train: TrainSection, max_steps: int) -> float:

@@ -14,6 +14,10 @@ import torch
 import torch.distributed as dist
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The recipe asks for a device this machine does not have (said in one line, before any work)."""
+
+
 @dataclass(frozen=True)
 class DistEnv:
     rank: int = 0
@@ -38,7 +42,9 @@ def setup(device_pref: str = "auto") -> DistEnv:
     """Pick the device and, under torchrun, join the process group."""
     want_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
-        raise RuntimeError("train.device = 'cuda' but torch sees no CUDA device")
+        raise DeviceUnavailableError(
+            "train.device = 'cuda' but torch sees no CUDA device (no GPU, or a CPU-only torch build); "
+            "use train.device=auto or cpu (make pretrain SET=\"train.device=cpu\")")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistEnv(device="cuda:0" if want_cuda else "cpu")
@@ -71,6 +77,16 @@ def gather_objects(obj, env: DistEnv) -> list:
     out = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's `obj` in every process: decisions that rank 0 takes alone (it alone reads the run
+    directory under the stage lock, and on several nodes only its disk holds that directory)."""
+    if not env.is_distributed:
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(env: DistEnv) -> None:

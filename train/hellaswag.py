@@ -7,12 +7,15 @@ A base model cannot answer "A, B, C or D", so each ending is scored as a continu
 favours short endings. Chance is 0.25.
 
 The file is the official jsonl (one example per line: "ctx", "endings" (4 strings), "label" (0-3), among
-other fields); `download` fetches the validation split (10,042 examples) when online.
+other fields); `download` fetches the validation split (10,042 examples) when online. Its command line is
+`python -m pipelines.hellaswag` (`make hellaswag`): commands live with the stages, whose error policy they share.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +28,10 @@ from tokenizer.atomic_write import atomic_path
 
 VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 VAL_EXAMPLES = 10_042
+
+
+class HellaSwagDownloadError(ValueError):
+    """The validation file could not be fetched (no network, a proxy, a server error); says what to do."""
 
 
 @dataclass(frozen=True)
@@ -121,31 +128,31 @@ def score(model: torch.nn.Module, examples: list[Example], encode: Callable[[str
     return counts
 
 
+# What a failed download raises, besides OSErrors of the local disk (which stay OSErrors: a full disk is
+# not a network problem): urllib's URLError (HTTPError included) before the body, and a connection that
+# breaks or stalls while the body arrives.
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
 def download(dest: str | Path, url: str = VAL_URL) -> Path:
-    """Fetch the official validation jsonl (thin on purpose: urllib, temp file, os.replace, sanity check)."""
+    """Fetch the official validation jsonl (thin on purpose: urllib, temp file, os.replace, sanity check).
+
+    urllib honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY. A network failure is a HellaSwagDownloadError
+    naming the cause and the way around it; nothing is left at `dest` unless the whole file arrived
+    and parsed."""
     dest = Path(dest)
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:   # validated before it gets its final name
-        urllib.request.urlretrieve(url, tmp)
+        try:
+            urllib.request.urlretrieve(url, tmp)
+        except NETWORK_ERRORS as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise HellaSwagDownloadError(
+                f"cannot download HellaSwag from {url} ({reason}); with no network here, download it elsewhere "
+                f"and copy it to {dest}, or point eval.hellaswag at a copy you have") from None
         n = len(load_examples(tmp))
         if url == VAL_URL and n != VAL_EXAMPLES:
             raise ValueError(f"{url}: expected {VAL_EXAMPLES} examples, got {n}")
     return dest
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m train.hellaswag DEST`: download the validation split to DEST (make hellaswag)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("dest", nargs="?", default="artifacts/hellaswag/hellaswag_val.jsonl")
-    args = parser.parse_args(argv)
-    path = download(args.dest)
-    print(f"HellaSwag validation: {path} ({len(load_examples(path)):,} examples)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,10 +21,12 @@ lets a run resume on a different number of GPUs).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from contract.shard_format import ShardFormatError, ShardReader, damaged_files
 
 
 class TokenSource(Protocol):
@@ -35,6 +37,59 @@ class TokenSource(Protocol):
 
 class ContextTooLongError(ValueError):
     pass
+
+
+class Windows(Protocol):
+    """Rows of T+1 tokens the loader shuffles and deals: TokenWindows here, PackedConversations for SFT.
+    `batch` gives (inputs, targets) of shape (B, T); a target of -1 is not learned (the loss ignores it)."""
+
+    num_windows: int
+    split: str
+
+    def batch(self, window_ids) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class VerifiedShards:
+    """A ShardReader's token arrays, each shard checked once per run before any of its tokens is used.
+
+    The trainer is the one consumer that cannot afford to trust its input: a shard edited in place keeps
+    its size (which is all ShardReader checks when it opens a directory), so it would train silently, and
+    an id >= the vocabulary indexes past the embedding, which is a raw IndexError on a CPU and a
+    device-side assert that kills the process on CUDA. So the first time a split is asked for, every
+    shard file is hashed against the manifest (`damaged_files`, the format's one sha256 check) and the
+    largest id is compared with the vocabulary. Nothing about a check outlives the run: no "verified"
+    mark on disk, keyed by size or mtime, could tell an edited shard from the original.
+
+    Cost: the hash reads every byte once (about 1.5 s per GB on one core from the page cache; the max is
+    ~20x cheaper), so FineWeb-Edu's 10B tokens (20 GB of uint16) add ~30 s to the start of a run that
+    lasts hours; each DDP rank checks the shards it opens, in parallel with the others.
+    What is not covered: a shard changed *while* the run reads it (the arrays are memory-mapped).
+    """
+
+    def __init__(self, reader: ShardReader, vocab_size: int):
+        self.reader = reader
+        self.vocab_size = vocab_size
+        self._arrays: dict[str, list[np.ndarray]] = {}
+
+    def token_arrays(self, split: str) -> list[np.ndarray]:
+        if split not in self._arrays:
+            self._arrays[split] = [self._verified(entry) for entry in self.reader.shards(split)]
+        return self._arrays[split]
+
+    def _verified(self, entry: dict[str, Any]) -> np.ndarray:
+        damaged = damaged_files(self.reader.root, entry)
+        if damaged:
+            raise ShardFormatError(
+                f"{self.reader.root / damaged[0]}: sha256 does not match the shards' manifest (the file changed "
+                f"after `make shards` wrote it); rebuild the shards: make shards FORCE=1")
+        tokens = self.reader.shard_tokens(entry)
+        top = int(tokens.max()) if len(tokens) else -1
+        if top >= self.vocab_size:
+            raise ShardFormatError(
+                f"{self.reader.root / entry['path']}: token id {top} is outside the vocabulary of {self.vocab_size} "
+                f"ids, so no embedding row exists for it; the shards were not made by their tokenizer: "
+                f"rebuild them with make shards FORCE=1")
+        return tokens
 
 
 class TokenWindows:
@@ -82,10 +137,12 @@ class ShuffledLoader:
     """Endless (inputs, targets) micro-batches of shape (B, T) for one rank; see the module docstring."""
 
     def __init__(self, source: TokenSource, split: str, batch_size: int, seq_len: int, *, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, windows: Windows | None = None):
+        """Windows of `source`'s split; or, given `windows`, any other rows of T+1 tokens (SFT's packed
+        conversations), shuffled and dealt the same way (`source` and `split` are then unused)."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of {world_size}")
-        self.windows = TokenWindows(source.token_arrays(split), seq_len, split)
+        self.windows = windows if windows is not None else TokenWindows(source.token_arrays(split), seq_len, split)
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.rank, self.world_size = rank, world_size
         self.consumed = 0  # windows of the global stream handed out so far, all ranks together
@@ -109,10 +166,13 @@ class ShuffledLoader:
             ids.append(int(self.permutation(pos // n)[pos % n]))
         return ids
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mine = self.consumed + self.rank * self.batch_size
-        ids = self.stream_ids(mine, self.batch_size)
-        self.consumed += self.batch_size * self.world_size
+    def next_batch(self, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next micro-batch of this rank: `batch_size` windows (default B; smaller while the batch
+        warms up, the same number in every rank so that the stream positions stay in step)."""
+        b = batch_size or self.batch_size
+        mine = self.consumed + self.rank * b
+        ids = self.stream_ids(mine, b)
+        self.consumed += b * self.world_size
         return self.windows.batch(ids)
 
     # The position is the only state; num_windows/seq_len/seed guard against resuming on other data.

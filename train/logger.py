@@ -10,15 +10,80 @@ consistent story.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import netrc
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokenizer.atomic_write import atomic_path, write_text_atomic
-from train.config import WandbSection
+from train.config import WANDB_MODES, WandbSection
+
+WANDB_DEFAULT_HOST = "https://api.wandb.ai"
+# [wandb] key -> the variable wandb users set for it. The environment wins over the recipe, as it does
+# for wandb itself: `WANDB_MODE=disabled make pretrain` must not start a run because the recipe says
+# offline (CI, a quick test), and WANDB_PROJECT / WANDB_NAME / WANDB_DIR send a run elsewhere without
+# editing the recipe. WANDB_DIR (where runs are written) has no recipe key: see _start_wandb.
+WANDB_ENV = {"mode": "WANDB_MODE", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "run_name": "WANDB_NAME",
+             "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
+WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}   # wandb's older names, still accepted by wandb
+
+
+class WandbLoginError(RuntimeError):
+    """wandb.mode = "online" on a machine that has no W&B credentials."""
+
+
+class WandbSettingError(ValueError):
+    """A WANDB_* variable this project cannot follow (say WANDB_MODE=shared)."""
+
+
+def wandb_settings(cfg: WandbSection, environ: dict[str, str] | None = None) -> WandbSection:
+    """The [wandb] section as the run uses it: every WANDB_* variable that is set replaces its key."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, object] = {}
+    for key, variable in WANDB_ENV.items():
+        value = env.get(variable, "").strip()
+        if not value:
+            continue
+        if key == "mode":
+            value = WANDB_MODE_ALIASES.get(value.lower(), value.lower())
+            if value not in WANDB_MODES:
+                raise WandbSettingError(f"{variable}={env[variable]!r} is not one of {', '.join(WANDB_MODES)} "
+                                        "(this variable overrides the recipe's wandb.mode)")
+        changes[key] = tuple(t.strip() for t in value.split(",") if t.strip()) if key == "tags" else value
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def wandb_credentials_present(environ: dict[str, str] | None = None) -> bool:
+    """Whether wandb will find an API key, looked up where wandb itself looks, without the network:
+    the WANDB_API_KEY variable, else the netrc entry that `wandb login` writes ($NETRC or ~/.netrc,
+    machine = the host of WANDB_BASE_URL, api.wandb.ai by default)."""
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY", "").strip():
+        return True
+    path = Path(env["NETRC"]).expanduser() if env.get("NETRC") else Path(env.get("HOME", "~")).expanduser() / ".netrc"
+    host = urlsplit(env.get("WANDB_BASE_URL") or WANDB_DEFAULT_HOST).netloc
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def check_wandb_login(cfg: WandbSection) -> None:
+    """Refuse an online run without credentials before training starts: wandb.init would otherwise stop
+    at an interactive login prompt (or fail) after the shards were checked and the model was built.
+    The mode is the one the run will use: WANDB_MODE, else the recipe's."""
+    mode = wandb_settings(cfg).mode
+    if mode == "online" and not wandb_credentials_present():
+        said = "WANDB_MODE=online" if cfg.mode != "online" else "wandb.mode = 'online'"
+        raise WandbLoginError(
+            f"{said} but no W&B API key is set up (neither WANDB_API_KEY nor a ~/.netrc entry "
+            "from `wandb login`): run `wandb login` once, or use wandb.mode=offline (sync later) or disabled")
 
 
 def format_duration(seconds: float) -> str:
@@ -50,6 +115,8 @@ class RunLogger:
         else:
             self._truncate_after(resume_step)
         self.wandb_run = None
+        wandb_cfg = wandb_settings(wandb_cfg)   # WANDB_MODE, WANDB_PROJECT, WANDB_NAME, ... win over the recipe
+        self.run_name = wandb_cfg.run_name or run_name   # the plot's title: the name the run has in wandb too
         if wandb_cfg.mode != "disabled":
             self.wandb_run = _start_wandb(wandb_cfg, run_config, run_name, self.out_dir, resume_step)
 
@@ -91,28 +158,20 @@ class RunLogger:
                 out.append(rec)
         return out
 
-    def plot(self) -> Path | None:
-        """loss.png: train loss per step, val loss at each evaluation, the unigram entropy for scale."""
-        train, val = self.records("train"), self.records("val")
+    def figure(self):
+        """The loss figure (matplotlib), or None before the first train record: see loss_figure."""
+        train = self.records("train")
         if not train:
             return None
-        import matplotlib
+        return loss_figure(train, self.records("val"), self.unigram_entropy, self.run_name)
 
-        matplotlib.use("Agg")  # no display needed; must precede pyplot's import
+    def plot(self) -> Path | None:
+        """loss.png: the figure above, written atomically (it is redrawn at every evaluation)."""
+        fig = self.figure()
+        if fig is None:
+            return None
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, alpha=0.8, label="train loss")
-        if val:
-            ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", ms=3, label="val loss")
-        if self.unigram_entropy is not None:
-            ax.axhline(self.unigram_entropy, ls="--", color="gray", lw=0.8,
-                       label=f"unigram entropy {self.unigram_entropy:.2f}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("cross-entropy (nats/token)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
         with atomic_path(self.plot_path, durable=False) as tmp:
             fig.savefig(tmp, format="png")  # the format by name: the temporary file ends in .tmp
         plt.close(fig)
@@ -125,6 +184,55 @@ class RunLogger:
                     self.wandb_run.summary[k] = v
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+def smoothing_window(n_steps: int) -> int:
+    """Steps the train curve is averaged over: about 1/50 of the run (14 for the demo's 700 steps, 381 for
+    GPT-2's 19,073), at least 1 -- wide enough to see the trend through the noise of single batches."""
+    return max(1, n_steps // 50)
+
+
+def smoothed(values: list[float], window: int) -> list[float]:
+    """A debiased exponential moving average (TensorBoard's smoothing) with a time constant of `window`
+    steps: each point depends only on the steps before it, and dividing by 1 - beta**n removes the pull
+    towards 0 that a plain EMA has at the start, so the curve starts on the first loss."""
+    beta = 1.0 - 1.0 / window
+    out, avg = [], 0.0
+    for n, v in enumerate(values, start=1):
+        avg = beta * avg + (1.0 - beta) * v
+        out.append(avg / (1.0 - beta**n))
+    return out
+
+
+def loss_figure(train: list[dict[str, Any]], val: list[dict[str, Any]], unigram_entropy: float | None,
+                run_name: str):
+    """The loss plot of a run, titled with its name: the train loss of every step faint (a single batch is
+    noisy), its moving average on top (the trend), the val loss as points (measured every eval.every steps:
+    a line between them would invent the values in between), the unigram entropy for scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    window = smoothing_window(len(losses))
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(steps, losses, lw=0.6, alpha=0.25, color="C0", label="train loss (each step)")
+    ax.plot(steps, smoothed(losses, window), lw=1.6, color="C0",
+            label=f"train loss (moving average, ~{window} steps)" if window > 1 else "train loss")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], linestyle="none", marker="o", ms=4,
+                color="C1", label="val loss")
+    if unigram_entropy is not None:
+        ax.axhline(unigram_entropy, ls="--", color="gray", lw=0.8, label=f"unigram entropy {unigram_entropy:.2f}")
+    last = f"val {val[-1]['val_loss']:.3f} at step {val[-1]['step']}" if val else f"step {steps[-1]}"
+    ax.set_title(f"{run_name}: loss ({last})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def _start_wandb(cfg: WandbSection, run_config: dict[str, Any], run_name: str, out_dir: Path,

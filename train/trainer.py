@@ -40,15 +40,21 @@ from train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from train.config import BatchPlan, PretrainConfig, batch_plan, lr_at
-from train.loader import ShuffledLoader, TokenWindows, eval_window_ids
-from train.logger import RunLogger, format_duration, format_train_line
+from train.config import BatchPlan, BatchWarmup, PretrainConfig, batch_plan, lr_at
+from train.init_from import SCRATCH, initial_weights
+from train.loader import ShuffledLoader, TokenWindows, VerifiedShards, eval_window_ids
+from train.logger import RunLogger, WandbLoginError, check_wandb_login, format_duration, format_train_line
 from train.optim import make_optimizer, set_lr
+from train.run_dir import RunExistsError
 from train.val_loss import window_loss
 
 # Dense bf16 peak of common accelerators (TFLOP/s), the denominator of MFU.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0,
                     "RTX 4090": 165.0, "RTX 3090": 71.0}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stopped being a number: nothing after the last checkpoint is worth keeping."""
 
 
 def peak_flops(device: str, override_tflops: float) -> float | None:
@@ -104,9 +110,51 @@ def resolve_model_config(cfg: PretrainConfig, shards_vocab: int) -> GPTConfig:
     return GPTConfig.from_preset(cfg.model.preset, vocab_size=vocab, **overrides)
 
 
+class ShardData:
+    """What the trainer reads for pretraining: a recipe's token shards, through their manifest.
+
+    The trainer asks its data for the vocabulary and tokenizer fingerprint (checked against the model and a
+    resumed checkpoint), for train and val rows of T+1 tokens (loader.Windows), for the tokenizer and for
+    a line about itself. Fine-tuning hands the trainer another object with the same members
+    (train/sft_data.ConversationData: packed conversations whose non-assistant targets are -1), and with
+    `sampler` set, so the loop, checkpoints, logging and evaluation are the same code for both.
+    """
+
+    sampler = None  # None: samples continue eval.prompts (Trainer.samples)
+
+    def __init__(self, shards_dir: Path):
+        self.reader = ShardReader(shards_dir)
+        for split in ("train", "val"):
+            if split not in self.reader.splits:
+                raise ValueError(f"{shards_dir}: the shards have no {split!r} split (splits: {self.reader.splits})")
+        self.vocab_size = self.reader.vocab_size
+        self.tokenizer_fingerprint = self.reader.tokenizer_fingerprint
+        self.train_tokens = self.reader.num_tokens("train")
+        self.checkpoint_extra = {"shards_dir": str(shards_dir)}
+        # Every shard is hashed and its ids range-checked once, when first read (train/loader.py: VerifiedShards).
+        self.shards = VerifiedShards(self.reader, self.reader.vocab_size)
+
+    def windows(self, split: str, seq_len: int) -> TokenWindows:
+        return TokenWindows(self.shards.token_arrays(split), seq_len, split)
+
+    def load_tokenizer(self, required: bool):
+        return self.reader.load_tokenizer(required=required)
+
+    def unigram_entropy(self) -> float:
+        return unigram_entropy(self.shards.token_arrays("train"), self.vocab_size)
+
+    def describe(self, train: TokenWindows, seq_len: int) -> str:
+        return (f"{self.train_tokens:,} train tokens ({train.num_windows:,} windows of {seq_len + 1}), "
+                f"{self.reader.num_tokens('val'):,} val tokens")
+
+
 class Trainer:
     def __init__(self, cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
-                 log: bool = True, evaluate: bool = True, save_checkpoints: bool = True):
+                 log: bool = True, evaluate: bool = True, save_checkpoints: bool = True, data: Any = None,
+                 init_weights: dict[str, torch.Tensor] | None = None):
+        """data: what to train on (default: the recipe's shards, ShardData). init_weights: a state dict to
+        start from instead of the random init (fine-tuning; otherwise train.init_from says); ignored when resuming,
+        which loads the checkpoint."""
         self.cfg = cfg
         self.stop_at_step = stop_at_step
         self.evaluate_enabled, self.save_enabled = evaluate, save_checkpoints  # off: pure throughput runs
@@ -118,19 +166,20 @@ class Trainer:
             self.say = lambda *a, **k: None
 
         # --- data: the manifest is the contract; everything below is checked against it ---
-        self.reader = ShardReader(cfg.shards_dir)
-        for split in ("train", "val"):
-            if split not in self.reader.splits:
-                raise ValueError(f"{cfg.shards_dir}: the shards have no {split!r} split (splits: {self.reader.splits})")
-        self.model_config = resolve_model_config(cfg, self.reader.vocab_size)
+        self.data = data if data is not None else ShardData(cfg.shards_dir)
+        self.model_config = resolve_model_config(cfg, self.data.vocab_size)
         self.seq_len = t.seq_len or self.model_config.block_size
         if self.seq_len > self.model_config.block_size:
             raise ValueError(f"{cfg.recipe_path}: train.seq_len = {self.seq_len} exceeds the model's block_size "
                              f"{self.model_config.block_size}")
         self.plan: BatchPlan = batch_plan(t, self.seq_len, self.env.world_size, cfg.recipe_path)
-        self.loader = ShuffledLoader(self.reader, "train", t.micro_batch_size, self.seq_len, seed=t.seed,
-                                     rank=self.env.rank, world_size=self.env.world_size)
-        self.val_windows = TokenWindows(self.reader.token_arrays("val"), self.seq_len, "val")
+        self.batch_warmup = BatchWarmup.from_plan(t, self.plan)
+        if self.main:
+            check_wandb_login(cfg.wandb)  # before the shards are hashed, and without the network
+        self.loader = ShuffledLoader(None, "train", t.micro_batch_size, self.seq_len, seed=t.seed,
+                                     rank=self.env.rank, world_size=self.env.world_size,
+                                     windows=self.data.windows("train", self.seq_len))
+        self.val_windows = self.data.windows("val", self.seq_len)
 
         # --- resume: refuse other data / another architecture before building anything ---
         self.checkpoint_path = cfg.out_dir / CHECKPOINT_NAME
@@ -138,13 +187,13 @@ class Trainer:
         if resume:
             self.state = load_checkpoint(self.checkpoint_path)
             check_resume_compatible(self.state, model_config=self.model_config.to_dict(),
-                                    tokenizer_fingerprint=self.reader.tokenizer_fingerprint,
+                                    tokenizer_fingerprint=self.data.tokenizer_fingerprint,
                                     source=self.checkpoint_path)
             self.loader.load_state_dict(self.state["loader"])
 
         # --- text side: tokenizer for samples, HellaSwag examples ---
         e = cfg.eval
-        self.tokenizer = self.reader.load_tokenizer(required=bool(e.hellaswag))  # HellaSwag encodes text
+        self.tokenizer = self.data.load_tokenizer(required=bool(e.hellaswag))  # HellaSwag encodes text
         self.hellaswag = None
         if e.hellaswag:
             from train.hellaswag import load_examples
@@ -164,8 +213,17 @@ class Trainer:
             else contextlib.nullcontext
         self.precision = "bfloat16 autocast" if use_bf16 else "float32"
 
+        # --- starting weights: train.init_from (a checkpoint of ours, GPT-2, ...), unless resuming ---
+        self.init_note: str | None = None
+        if init_weights is None and self.state is None and t.init_from != SCRATCH:
+            init = initial_weights(t.init_from, self.model_config, self.data.tokenizer_fingerprint,
+                                   lambda: self.data.load_tokenizer(required=True))
+            init_weights, self.init_note = init.weights, init.describe()
+
         torch.manual_seed(t.seed)  # same initial weights in every process (DDP also broadcasts rank 0's)
         self.raw_model = GPT(self.model_config).to(self.device)
+        if init_weights is not None and self.state is None:
+            self.raw_model.load_state_dict(init_weights)  # fine-tuning's base model, or train.init_from's
         self.optimizer = make_optimizer(self.raw_model, t, dev_type)
         self.start_step = 0
         if self.state is not None:
@@ -187,12 +245,19 @@ class Trainer:
 
         self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak = peak_flops(self.device, t.peak_tflops)
-        self.entropy = unigram_entropy(self.reader.token_arrays("train"), self.reader.vocab_size)
-        self.logger = None
+        self.entropy = self.data.unigram_entropy()
+        # The logger is opened by run(), not here: constructing a Trainer (every check above) writes
+        # nothing, so the stage can still refuse or move the previous run aside after it (train/run_dir.py).
+        self.logger: RunLogger | None = None
+        self.resume = resume
+        self.last_checkpoint_step: int | None = self.start_step if self.state is not None else None
+        self.on_checkpoint = None  # called by rank 0 after each checkpoint is on disk (FORCE=1 commits there)
+
+    def _open_logger(self) -> None:
         if self.main and self.start_step < self.plan.max_steps:  # a finished run's logs stay untouched
-            self.logger = RunLogger(cfg.out_dir, wandb_cfg=cfg.wandb, run_config=self.run_config(),
-                                    resume_step=self.start_step if resume else None, run_name=cfg.recipe_name,
-                                    unigram_entropy=self.entropy)
+            self.logger = RunLogger(self.cfg.out_dir, wandb_cfg=self.cfg.wandb, run_config=self.run_config(),
+                                    resume_step=self.start_step if self.resume else None,
+                                    run_name=self.cfg.recipe_name, unigram_entropy=self.entropy)
 
     @staticmethod
     def _maybe_compile(setting: str, dev_type: str) -> tuple[bool, str]:
@@ -223,7 +288,7 @@ class Trainer:
         return {**self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
                 "plan": {"grad_accum_steps": self.plan.grad_accum_steps, "world_size": self.plan.world_size,
                          "max_steps": self.plan.max_steps, "seq_len": self.seq_len},
-                "tokenizer_fingerprint": self.reader.tokenizer_fingerprint}
+                "tokenizer_fingerprint": self.data.tokenizer_fingerprint}
 
     # ------------------------------------------------------------------ evaluation
     def val_loss(self) -> float:
@@ -238,6 +303,8 @@ class Trainer:
     @torch.no_grad()
     def samples(self) -> list[str]:
         """Continuations of the fixed prompts from a fixed seed, so samples compare across steps."""
+        if self.data.sampler is not None:  # fine-tuning: answers to fixed questions
+            return self.data.sampler(self.raw_model, self.device, self.autocast)
         e = self.cfg.eval
         if self.tokenizer is None or e.samples_per_prompt == 0 or e.sample_tokens == 0:
             return []
@@ -301,10 +368,13 @@ class Trainer:
                 "rng": rng,
                 "model_config": self.model_config.to_dict(),
                 "config": self.cfg.to_dict(),
-                "tokenizer_fingerprint": self.reader.tokenizer_fingerprint,
-                "shards_dir": str(self.cfg.shards_dir),
+                "tokenizer_fingerprint": self.data.tokenizer_fingerprint,
+                **self.data.checkpoint_extra,  # where the data came from: shards_dir, or the SFT base model
                 "metrics": {k: float(v) for k, v in metrics.items()},
             })
+            self.last_checkpoint_step = step
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(step)
         distributed.barrier(self.env)
 
     # ------------------------------------------------------------------ the loop
@@ -313,13 +383,16 @@ class Trainer:
         self.say(f"model: {self.cfg.model.preset} n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} "
                  f"block_size={c.block_size} vocab={c.vocab_size} (padded {c.padded_vocab_size}); "
                  f"{self.raw_model.num_params(non_embedding=False):,} parameters")
-        self.say(f"data: {self.reader.num_tokens('train'):,} train tokens ({self.loader.windows.num_windows:,} windows "
-                 f"of {self.seq_len + 1}), {self.reader.num_tokens('val'):,} val tokens; unigram entropy "
+        self.say(f"data: {self.data.describe(self.loader.windows, self.seq_len)}; unigram entropy "
                  f"{self.entropy:.4f} nats/token (ln vocab = {math.log(c.vocab_size):.4f})")
         self.say(p.describe())
-        epochs = p.max_steps * p.total_batch_tokens / max(1, self.reader.num_tokens("train"))
+        if self.batch_warmup.active:
+            self.say(self.batch_warmup.describe())
+        epochs = self.batch_warmup.tokens_before(p.max_steps) / max(1, self.data.train_tokens)
         self.say(f"device: {self.device} x {self.env.world_size} process(es), {self.precision}; {self.compile_note}; "
                  f"{epochs:.2f} epoch(s) of the train split")
+        if self.init_note:
+            self.say(self.init_note)
         if self.start_step:
             self.say(f"resuming from {self.checkpoint_path} at step {self.start_step} "
                      f"(data stream position {self.loader.consumed:,} windows)")
@@ -329,8 +402,9 @@ class Trainer:
         lr = lr_at(step, t, self.plan.max_steps)
         set_lr(self.optimizer, lr)
         loss_sum = torch.zeros((), device=self.device)
+        rows = self.batch_warmup.micro_batch(step)  # B, or fewer while the batch warms up (train/config.py)
         for micro in range(accum):
-            x, y = self.loader.next_batch()
+            x, y = self.loader.next_batch(rows)
             if self.env.device_type == "cuda":
                 x = x.pin_memory().to(self.device, non_blocking=True)
                 y = y.pin_memory().to(self.device, non_blocking=True)
@@ -363,6 +437,7 @@ class Trainer:
             val = (self.state or {}).get("metrics", {}).get("val_loss")
             return RunResult(out_dir=self.cfg.out_dir, checkpoint=self.checkpoint_path, steps_done=step, losses=[],
                              val_loss=val, unigram_entropy=self.entropy, samples=[], hellaswag=None)
+        self._open_logger()
         if step == 0 and p.max_steps > 0 and self.evaluate_enabled:
             last_eval = self.evaluate(0, final=False)  # the untrained baseline (~ ln vocab)
         recent: list[float] = []
@@ -378,13 +453,13 @@ class Trainer:
             recent = (recent + [dt])[-20:]
             if len(recent) > 1 and step - self.start_step <= 3:
                 recent = recent[1:]  # the first step includes compilation and warmup: keep it out of the ETA
-            tok_s = p.total_batch_tokens / dt
+            tok_s = self.batch_warmup.step_tokens(step - 1) / dt
             mfu = self.flops_per_token * tok_s / (self.peak * self.env.world_size) if self.peak else None
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step}; lower train.max_lr or check the data")
+                self._diverged(loss, step, lr)
             if self.logger:
                 rec = {"type": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "dt": dt,
-                       "tokens_per_sec": tok_s, "mfu": mfu, "tokens": step * p.total_batch_tokens,
+                       "tokens_per_sec": tok_s, "mfu": mfu, "tokens": self.batch_warmup.tokens_before(step),
                        "eta_s": (p.max_steps - step) * sum(recent) / len(recent)}
                 show = step % self.cfg.train.log_every == 0 or step in (1, p.max_steps)
                 self.logger.log(rec, format_train_line(rec, p.max_steps) if show else None)
@@ -401,6 +476,17 @@ class Trainer:
                 break
         return self._finish(step, losses, last_eval, time.time() - t_start)
 
+    def _diverged(self, loss: float, step: int, lr: float):
+        """Stop at the first non-finite loss, before it is logged or saved: the weights it updated are
+        NaN too, and the checkpoint on disk is the last good state (every rank sees the same reduced loss,
+        so all of them stop here together)."""
+        kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.checkpoint_path}"
+                if self.last_checkpoint_step is not None else "no checkpoint had been written yet")
+        raise TrainingDivergedError(
+            f"loss became {loss} at step {step} (lr {lr:.3g}); training stopped and {kept}; lower train.max_lr "
+            f"(now {self.cfg.train.max_lr:g}), e.g. SET=\"train.max_lr={self.cfg.train.max_lr / 3:.2g}\", "
+            f"and resume (RESUME=1) or start over (FORCE=1)")
+
     def _other_eval_due(self, step: int) -> bool:
         e = self.cfg.eval
         for every in (e.sample_every, e.hellaswag_every):
@@ -411,7 +497,7 @@ class Trainer:
     def _finish(self, step: int, losses: list[float], last_eval: dict[str, Any], seconds: float) -> RunResult:
         val = last_eval.get("val_loss")
         hs = last_eval.get("hellaswag")
-        summary = {"step": step, "max_steps": self.plan.max_steps, "tokens": step * self.plan.total_batch_tokens,
+        summary = {"step": step, "max_steps": self.plan.max_steps, "tokens": self.batch_warmup.tokens_before(step),
                    "unigram_entropy": self.entropy, "val_loss": val, "seconds": seconds,
                    "final_train_loss": losses[-1] if losses else None}
         if hs:
@@ -446,5 +532,11 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, stop_at_step: int | N
         trainer.close()
 
 
+# What a pretraining command reports in one `error:` line (pipelines/stage_cli.run_reported): bad recipes,
+# shards, checkpoints, devices or credentials, a refused run directory, a diverged loss. The ValueErrors
+# are the config checks of the trainer and the model (batch arithmetic, presets, vocabulary).
+PRETRAIN_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, distributed.DeviceUnavailableError, WandbLoginError, TrainingDivergedError, RunExistsError)
+
 __all__ = ["Trainer", "RunResult", "pretrain", "resolve_model_config", "unigram_entropy",
-           "peak_flops"]
+           "peak_flops", "PRETRAIN_ERRORS", "TrainingDivergedError"]

@@ -78,9 +78,15 @@ def _docstring_documents(stdlib: Path) -> Iterator[Document]:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError, UnicodeDecodeError):
             continue  # a few stdlib files are deliberately invalid (bad-syntax fixtures)
+        # Ids must be unique (the data stage drops a repeated id as a duplicate document), but a module
+        # may define a name twice (a fallback redefinition); the later ones become "name#2", "name#3".
+        # Only a repeat gets a suffix, so ids that were unique already never change.
+        times_seen: dict[str, int] = {}
         for name, doc in _docstrings(tree):
             if len(doc) >= MIN_DOC_CHARS:
-                yield Document(f"doc:{rel}:{name}", doc)
+                times_seen[name] = times_seen.get(name, 0) + 1
+                suffix = f"#{times_seen[name]}" if times_seen[name] > 1 else ""
+                yield Document(f"doc:{rel}:{name}{suffix}", doc)
 
 
 def iter_documents() -> Iterator[Document]:
