@@ -122,10 +122,12 @@ def find_documents(reader: ShardReader, split: str, wanted: set[str] | None, n_r
 
 
 def histogram_figure(lengths_by_split: dict[str, np.ndarray], title: str):
-    """Document lengths per split, each normalised to a density (area 1 under each histogram): the val
-    split is some 100 documents beside thousands of train ones, and on a count axis it would be a flat
-    line at the bottom; as densities the two shapes can be compared, which is the question (does val
-    look like train?). The counts stay in the legend."""
+    """Document lengths per split, each normalised so its bars sum to 1 (the share of the split's documents
+    in each bin): the val split is some 100 documents beside thousands of train ones, and on a count axis it
+    would be a flat line at the bottom; normalised, the two shapes can be compared, which is the question
+    (does val look like train?). The bins are equally wide on the log axis, so this is a density over log
+    length: matplotlib's density=True would divide by the bins' linear widths and flatten every long
+    document into the axis. The counts stay in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,11 +138,11 @@ def histogram_figure(lengths_by_split: dict[str, np.ndarray], title: str):
     bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(max(2, all_lengths.max())), 50)
     for split, lengths in lengths_by_split.items():
         if len(lengths):
-            ax.hist(lengths, bins=bins, density=True, alpha=0.55, histtype="stepfilled",
-                    label=f"{split} ({len(lengths):,} docs)")
+            ax.hist(lengths, bins=bins, weights=np.full(len(lengths), 1 / len(lengths)), alpha=0.55,
+                    histtype="stepfilled", label=f"{split} ({len(lengths):,} docs)")
     ax.set_xscale("log")
     ax.set_xlabel("document length (tokens, incl. eot)")
-    ax.set_ylabel("density (each split's area = 1)")
+    ax.set_ylabel("share of the split's documents")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument(
             "--" + key.replace("_", "-"), type=type(default), help=f"{_LIMIT_HELP[key]} (default {default})"
         )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   metavar="LEVEL", help="uvicorn log level: %(choices)s (default: %(default)s)")
     args = p.parse_args(argv)
     if args.config:
         try:

@@ -77,10 +77,9 @@ from __future__ import annotations
 import heapq
 import struct
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable
-from itertools import accumulate, chain, compress, islice, repeat
-from operator import is_, ne, sub
+from itertools import accumulate, chain, compress, repeat
+from operator import is_
 
 # Larger than any rank: "this pair is not in the vocabulary".
 NO_RANK = 1 << 62
@@ -374,47 +373,29 @@ class ChunkCache(PieceCache):
         self.split_pieces = split_pieces
 
     def _learn(self, flat: list[str], ids: list, texts: list[list[str]]) -> dict[str, bytes]:
-        """Ids of the new chunks of `flat`: pre-tokenised together, their pieces merged together."""
-        new_chunks = dict.fromkeys(compress(flat, map(is_, ids, repeat(None))))
-        alone = []  # a text's first chunk may not start with whitespace, its last may be all whitespace
-        for chunks in texts:
-            for edge in (chunks[0], chunks[-1]) if chunks else ():
-                if edge in new_chunks:
-                    del new_chunks[edge]
-                    alone.append(edge)
-        glued = list(new_chunks)
-        if all(map(str.isascii, glued)):
-            groups = [glued]
-        else:  # the splitter takes the fast stdlib route for ASCII text: keep that text together
-            is_ascii = list(map(str.isascii, glued))
-            groups = [list(compress(glued, is_ascii)), list(compress(glued, map(is_, is_ascii, repeat(False))))]
-        groups += [[chunk] for chunk in alone]
-
-        chunks_in_order: list[str] = []
-        pieces: list[str] = []
-        n_pieces: list[int] = []  # per chunk: how many of `pieces` are its own
-        for group in groups:
-            if not group:
+        """Ids of the new chunks of `flat` (each pre-tokenised alone), their new pieces merged together."""
+        get, split = self.get, self.split_pieces
+        one_piece: list[str] = []  # new chunks that are a single (new) piece
+        known: dict[str, bytes] = {}  # new chunks of several pieces, all of them known
+        waiting: list[tuple[str, list[str], list]] = []  # the others, until their new pieces are merged
+        new_pieces: list[str] = []
+        for chunk in dict.fromkeys(compress(flat, map(is_, ids, repeat(None)))):
+            pieces = split(chunk)
+            if len(pieces) == 1:
+                one_piece.append(chunk)
                 continue
-            group_pieces = self.split_pieces("".join(group))
-            chunks_in_order += group
-            pieces += group_pieces
-            if len(group_pieces) == len(group):  # one piece per chunk
-                n_pieces += repeat(1, len(group))
-            else:  # chunk ends are piece ends: find each among the pieces' ends
-                piece_ends = list(accumulate(map(len, group_pieces)))
-                ends = [1 + i for i in map(bisect_left, repeat(piece_ends), accumulate(map(len, group)))]
-                n_pieces += map(sub, ends, [0, *ends[:-1]])
-
-        piece_ids = self._packed_pieces(pieces)
-        if len(pieces) == len(chunks_in_order):  # every chunk is one piece, already stored as one
-            return dict(zip(chunks_in_order, piece_ids))
-        ids_of = iter(piece_ids)
-        chunk_ids = [next(ids_of) if n == 1 else b"".join(islice(ids_of, n)) for n in n_pieces]
-        # Store only the chunks of several pieces: a one-piece chunk is stored already, as its piece.
-        several = list(map(ne, n_pieces, repeat(1)))
-        self._store(dict(zip(compress(chunks_in_order, several), compress(chunk_ids, several))))
-        return dict(zip(chunks_in_order, chunk_ids))
+            piece_ids = list(map(get, pieces))
+            if all(piece_ids):
+                known[chunk] = b"".join(piece_ids)
+            else:
+                waiting.append((chunk, pieces, piece_ids))
+                new_pieces += compress(pieces, map(is_, piece_ids, repeat(None)))
+        new = self._learn_pieces(list(dict.fromkeys(chain(one_piece, new_pieces))))
+        for chunk, pieces, piece_ids in waiting:
+            known[chunk] = b"".join(map(new.get, pieces, piece_ids))
+        self._store(known)  # the one-piece chunks are stored already, as pieces
+        new.update(known)
+        return new
 
 
 def _batches(pieces: list[bytes], max_bytes: int):

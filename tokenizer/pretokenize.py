@@ -27,6 +27,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 from tokenizer.pattern import GPT2_PATTERN, Splitter, piece_splitter
+from tokenizer.progress import Progress
 
 # ~256k characters per task: large enough that inter-process traffic is negligible, small enough
 # that a 2 MB corpus still keeps every core busy.
@@ -125,11 +126,9 @@ def count_pretokens(
         raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
     _splitter(pattern)  # fail early, in the parent, on an invalid regex (and build it before forking)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="pre-tokenising", unit=" chars", unit_scale=True, leave=False)
+    # The project's one progress convention (tokenizer/progress.py): a bar on a terminal, plain lines
+    # in a log, nothing under TQDM_DISABLE=1.
+    bar = Progress(desc="pre-tokenising", unit="chars", enabled=progress)
     chunks = _chunks(texts, max_chars_per_doc, chunk_chars)
     total: dict[bytes, int] = {}
     try:

@@ -78,6 +78,8 @@ def recover_replaced_run(out_dir: Path) -> str | None:
 def run_identity(cfg: PretrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, inputs) of a run as its manifest records them; equal ones train the same model."""
     train = {k: v for k, v in asdict(cfg.train).items() if k not in NOT_IDENTITY_KEYS}
+    if train.get("init_from") == "scratch":
+        del train["init_from"]   # the default: a run recorded before the key existed stays the same run
     config = {"model": asdict(cfg.model), "train": train}
     reader = ShardReader(cfg.shards_dir)  # missing or broken shards: the reader's one clear error
     inputs = {"shards_manifest_sha256": mf.sha256_file(reader.manifest_path)}
