@@ -30,13 +30,14 @@ endif
 .PHONY: help setup test lint bench clean
 
 help:
-	@echo "make setup            create .venv and install runtime + dev dependencies"
+	@echo "make setup            create .venv and install runtime + dev dependencies (and Ray, for EXECUTOR=ray)"
 	@echo "make test             run the whole test suite"
 	@echo "make lint             ruff"
 	@echo "make data|tokenizer|shards|inspect|pretrain|sample|eval|serve   (CONFIG=$(CONFIG))"
 	@echo "make hellaswag|export-hf|gpu-check    evaluation, HF export, GPU throughput check"
-	@echo "make bench            all benchmarks (bench-encode, bench-learn-bpe, bench-shards, bench-serve; BENCHMARKS.md)"
+	@echo "make bench            all benchmarks (bench-encode, bench-learn-bpe, bench-shards, bench-ray, bench-serve; BENCHMARKS.md)"
 	@echo "FORCE=1 redo the named stage; VERIFY=1 hash every output before skipping a stage; DEBUG=1 tracebacks"
+	@echo "EXECUTOR=ray RAY_ADDRESS=host:port   make data|tokenizer|shards as tasks on a Ray cluster (same bytes)"
 
 setup: $(STAMP)
 
@@ -47,8 +48,19 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PIP) install -q torch; else $(PIP) install -q "$(TORCH_CPU)"; fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,ray]"
+	$(MAKE) --no-print-directory browser
 	touch $@
+
+# The page tests drive Debian's chromium (Playwright with executable_path; never a downloaded browser
+# build). Installed with apt where we may (root, apt present); elsewhere those tests say why they skip.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: apt-get could not install chromium; the page tests will skip"; \
+	else echo "note: no chromium and no root to install it (apt-get install chromium); the page tests will skip"; fi
 
 # PYTEST_ARGS lets you narrow a run: make test PYTEST_ARGS="tests/test_encode.py -x"
 test: $(STAMP)

@@ -31,6 +31,11 @@ the checks (`damaged_files`, the one sha256 verifier, used by the stage's resume
 inspect), the reader (`ShardReader`) and the tokenizer that goes with a shard directory
 (`ShardReader.load_tokenizer`, `load_matching_tokenizer`). Training imports it, so it stays light:
 numpy, pyarrow, the manifest helpers, and the tokenizer only when a caller asks for one.
+
+Read first: `ShardWriter.add` (documents in, fixed-size shards out) and `ShardReader.token_arrays` (a
+split as memory-mapped arrays, what training reads). Bookkeeping a first reading may skip: the manifest
+schema and checks (`manifest_schema`, `damaged_files`, `ShardReader._validate_manifest`) and the resume
+positions the writer records.
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ class ShardWriter:
         # np.empty touches no pages: resident memory grows with the fill, bounded by one shard
         self._buf = np.empty(self.shard_tokens, dtype=self.dtype)
 
-    def add(self, doc_id: str, tokens: np.ndarray, position: Any, skip: int = 0) -> None:
+    def add(self, doc_id: str, tokens: np.ndarray, position: Any, skip: int = 0) -> None:  # read first
         """Append tokens[skip:] of one document (skip > 0 only when resuming inside a document).
 
         A full shard is written lazily, when the next token arrives: then we know where that token
@@ -227,6 +232,7 @@ class ShardWriter:
             input_ids = pa.ListArray.from_arrays(_arrow_from_numpy(offsets, pa.int32()), values)
             batch = pa.RecordBatch.from_arrays([input_ids, _arrow_strings(ids)], names=["input_ids", "id"])
             _write_stream(final, batch)
+        # bookkeeping: the manifest entry (sizes, sha256) and where a resumed run would continue
         entry.update({"tokens": int(len(tokens)), "documents": documents, "pieces": len(ids),
                       "bytes": final.stat().st_size, "sha256": sha256_file(final), "resume": resume})
         self.next_index += 1

@@ -9,7 +9,10 @@
 #   make tokenizer GPT2_DIR=path/to/dir         also report GPT-2's bytes/token (dir with encoder.json, vocab.bpe)
 #   make shards VERIFY=1                        hash every output before calling a stage up to date
 #   make shards PROGRESS=0                      no progress bars or progress lines (so does TQDM_DISABLE=1)
+#   make shards EXECUTOR=ray RAY_ADDRESS=head:6379   data, tokenizer and shards as tasks on a Ray cluster
+#                                               (same bytes; every node must see artifacts/ at the same path)
 #   make bench-shards                           shards throughput vs a build-nanogpt-style tiktoken pipeline
+#   make bench-ray                              make shards: local executor vs Ray on 1 and 2 nodes
 #
 # Stages are phony and always invoked: each stage compares its recipe section and the fingerprints
 # of its inputs with its own manifest.json, checks its outputs (sizes; sha256 of small files and of
@@ -36,18 +39,27 @@ pipeline_verify = $(if $(filter 1 yes true,$(VERIFY)),--verify)
 # LLM_JOURNEY_PROGRESS_EVERY seconds (tokenizer/progress.py).
 PROGRESS    ?= 1
 pipeline_progress = $(if $(filter 0 no false off,$(PROGRESS)),--no-progress)
+# EXECUTOR=local|ray: where the data stages run (pipelines/executors/); RAY_ADDRESS: the cluster to use.
+# Both are passed on the command line, so `make -n` shows them.
+EXECUTOR    ?=
+RAY_ADDRESS ?=
+pipeline_executor = $(if $(EXECUTOR),--executor $(call quote,$(EXECUTOR)))
+ray_env           = $(if $(RAY_ADDRESS),RAY_ADDRESS=$(call quote,$(RAY_ADDRESS)))
+STAGE_PY          = $(ray_env) $(PY)
 
-.PHONY: data tokenizer shards inspect bench-shards
+.PHONY: data tokenizer shards inspect bench-shards bench-ray
 
 data: $(STAMP)
-	$(PY) -m pipelines.data $(PIPELINE_ARGS) $(call pipeline_force,data) $(pipeline_verify) $(pipeline_progress)
+	$(STAGE_PY) -m pipelines.data $(PIPELINE_ARGS) $(call pipeline_force,data) $(pipeline_verify) \
+	  $(pipeline_progress) $(pipeline_executor)
 
 tokenizer: data
-	$(PY) -m pipelines.learn_tokenizer $(PIPELINE_ARGS) $(call pipeline_force,tokenizer) $(pipeline_verify) \
-	  $(pipeline_progress)
+	$(STAGE_PY) -m pipelines.learn_tokenizer $(PIPELINE_ARGS) $(call pipeline_force,tokenizer) $(pipeline_verify) \
+	  $(pipeline_progress) $(pipeline_executor)
 
 shards: tokenizer
-	$(PY) -m pipelines.shards $(PIPELINE_ARGS) $(call pipeline_force,shards) $(pipeline_verify) $(pipeline_progress)
+	$(STAGE_PY) -m pipelines.shards $(PIPELINE_ARGS) $(call pipeline_force,shards) $(pipeline_verify) \
+	  $(pipeline_progress) $(pipeline_executor)
 
 # DOC holds ids separated by spaces (ids themselves cannot contain one); each is quoted on its own.
 inspect: shards
@@ -56,4 +68,7 @@ inspect: shards
 bench-shards: $(STAMP)
 	$(PY) -m bench.bench_shards
 
-bench: bench-shards
+bench-ray: $(STAMP)
+	$(PY) -m bench.bench_ray
+
+bench: bench-shards bench-ray

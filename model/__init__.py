@@ -1,5 +1,9 @@
-"""GPT-2 model: `GPT`, `GPTConfig`, `PRESETS` (model/gpt.py); Hugging Face weight conversion lives in model/hf.py."""
+"""GPT-2 model: `GPT`, `GPTConfig`, `PRESETS` (model/gpt.py); Hugging Face weight conversion lives in model/hf.py.
 
-from model.gpt import GPT, PRESETS, GPTConfig, KVCache, sample_next
+Read first: model/gpt.py's `explicit_attention` (attention written out, shapes in comments), then `Block` and
+`GPT.forward`. The model runs the fused kernel (`fused_attention`) unless told `model.set_attention("explicit")`.
+"""
 
-__all__ = ["GPT", "GPTConfig", "PRESETS", "KVCache", "sample_next"]
+from model.gpt import GPT, PRESETS, GPTConfig, KVCache, explicit_attention, fused_attention, sample_next
+
+__all__ = ["GPT", "GPTConfig", "PRESETS", "KVCache", "explicit_attention", "fused_attention", "sample_next"]

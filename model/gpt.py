@@ -1,5 +1,8 @@
 """GPT-2, as published, in one file: config, blocks, the model, a KV cache and sampling.
 
+Read first: `explicit_attention`, then `Block.forward` and `GPT.forward`. The KV cache and `generate` are
+for sampling and may be skipped on a first reading; README "Understanding the model" follows the shapes.
+
 The architecture is the one OpenAI released in 2019 (and the one Hugging Face's `GPT2LMHeadModel`
 implements), so weights move between the two without conversion beyond a few transposes (see model/hf.py):
 
@@ -20,7 +23,9 @@ Design choices and what they buy:
   padding rows of wte are never looked up (ids < vocab_size) and their logits are sliced off before the loss
   and sampling, so they receive no gradient and can never be generated.
 - Attention through F.scaled_dot_product_attention(is_causal=True): flash / memory-efficient kernels on GPUs,
-  no (T, T) mask tensor in memory.
+  no (T, T) mask tensor in memory. `explicit_attention` is the same computation written out
+  (q @ k.T / sqrt(d), causal mask, softmax, @ v, shapes in comments); `model.set_attention("explicit")` runs
+  the model on it, and tests/test_reference_attention.py holds the two equal, with and without the KV cache.
 - KV cache for generation: keys and values of past positions never change (causal attention), so
   each new token only computes its own q, k, v and attends over the cached ones: O(T) work per token instead
   of re-running the whole prefix.
@@ -45,7 +50,7 @@ PRESETS: dict[str, dict] = {
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),  # 1558M
-    "tiny": dict(n_layer=2, n_head=4, n_embd=128, block_size=128, vocab_size=4096),  # ~0.95M
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=4096),  # 1.33M: the demo's model
     "small-cpu": dict(n_layer=4, n_head=4, n_embd=256, block_size=256, vocab_size=4096),  # ~4.3M
 }
 
@@ -128,36 +133,58 @@ class KVCache:
             )
 
 
+ATTENTION = ("fused", "explicit")  # GPT.set_attention: the same function, two ways of computing it
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal self-attention written out: what the fused kernel computes, one readable line per idea.
+
+    q (B, H, Tq, Q) are the queries of the last Tq positions; k, v (B, H, Tk, Q) the keys and values of all
+    Tk positions (Tk = Tq in training; Tk > Tq when a KV cache supplies the earlier ones). H heads of Q dims.
+    """
+    Tq, Tk = q.size(-2), k.size(-2)
+    att = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk): similarity of query i with key j
+    # Causal mask: query i sits at position Tk - Tq + i and may only look at keys 0..that position.
+    visible = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk)
+    att = att.masked_fill(~visible, float("-inf"))  # exp(-inf) = 0: the future gets no weight
+    att = F.softmax(att, dim=-1)  # (B, H, Tq, Tk): every row is a probability distribution over the keys
+    att = F.dropout(att, dropout_p) if dropout_p else att
+    return att @ v  # (B, H, Tq, Q): each query's weighted average of the values
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """explicit_attention in one kernel call (flash / memory-efficient on GPUs: no (Tq, Tk) matrix in memory)."""
+    Tq, Tk = q.size(-2), k.size(-2)
+    if Tq == Tk:  # training, or a prefill: the usual lower-triangular mask
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if Tq == 1:  # one new token after a cached prefix may see every position
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    # several new tokens after a prefix: is_causal=True would align the mask top-left, i.e. wrongly, when Tq != Tk
+    visible = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout_p)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.attention = "fused"  # or "explicit" (GPT.set_attention): equal results, the explicit one is readable
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # writes into the residual
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently
+        B, T, C = x.shape  # C = n_embd = n_head * head_dim
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently, in its own head_dim subspace
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        dropout_p = self.dropout if self.training else 0.0
-        if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:
-            start = kv_cache.pos
-            k, v = kv_cache.update(layer, k, v)
-            if start == 0:  # prefill: queries and keys cover the same positions
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            elif T == 1:  # one new token may see every cached position
-                y = F.scaled_dot_product_attention(q, k, v)
-            else:  # several new tokens after a prefix: query i (position start+i) sees keys 0..start+i.
-                # (is_causal=True would align the mask top-left, i.e. wrongly, when T_q != T_k.)
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        if kv_cache is not None:  # generation: add this step's keys and values to the earlier positions' ones
+            k, v = kv_cache.update(layer, k, v)  # (B, n_head, pos + T, head_dim)
+        attend = explicit_attention if self.attention == "explicit" else fused_attention
+        y = attend(q, k, v, self.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C), added to the residual stream by the Block
 
 
 class MLP(nn.Module):
@@ -183,8 +210,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C): tokens exchange information
+        return x + self.mlp(self.ln_2(x))  # (B, T, C): each position alone, through 4*C hidden units
 
 
 class GPT(nn.Module):
@@ -203,6 +230,16 @@ class GPT(nn.Module):
             )
         )
         self.reset_parameters()
+
+    def set_attention(self, kind: str) -> GPT:
+        """Run every block on `fused_attention` (the default, fast) or on `explicit_attention` (the maths spelled
+        out, for learning and checking; equal up to float rounding). Not part of the config: it changes no weight
+        and no result, so checkpoints and run identities do not record it."""
+        if kind not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {kind!r}")
+        for block in self.transformer.h:
+            block.attn.attention = kind
+        return self
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -251,7 +288,9 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> (logits (B, T, vocab_size), mean cross-entropy over targets != -1 or None).
 
-        With a kv_cache, idx are the tokens at positions kv_cache.pos onwards and the cache advances by T.
+        Pretraining's targets are all real ids; fine-tuning (train/sft_data.py) sets -1 where nothing is to be
+        learned (the user's turns, padding), and the loss skips those positions. With a kv_cache, idx are the
+        tokens at positions kv_cache.pos onwards and the cache advances by T.
         """
         logits = self.head(self.hidden_states(idx, kv_cache))
         loss = None
@@ -269,9 +308,9 @@ class GPT(nn.Module):
         elif T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, n_embd)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, layer)
+            x = block(x, kv_cache, layer)  # (B, T, n_embd): the residual stream, read and added to
         if kv_cache is not None:
             kv_cache.pos += T
         return self.transformer.ln_f(x)

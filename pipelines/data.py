@@ -18,6 +18,10 @@ re-checks every recorded file against its size and sha256 and keeps the longest 
 damaged file is redone (with every file after it: the stream can only restart where the last intact
 file ended), never trusted. It continues the stream at the recorded row (`load_state_dict`, or by
 skipping rows for local sources). The manifest is written last.
+
+Read first: `_fetch_here`, its loop over the stream's records: read a record, `_normalize` it, drop a
+repeated id, append it to the part file. Bookkeeping a first reading may skip (marked `# bookkeeping:` below): the
+up-to-date check in `run`, resume (`_Progress`, `_keep_intact_prefix`), `_remove_leftovers`, the Ray executor.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +42,13 @@ import pyarrow.parquet as pq
 
 from contract import manifest as mf
 from contract.recipe import Recipe
+from pipelines.executors import LOCAL, RAY
 from pipelines.sources.records import SourceError, SourceRecord, decode_bytes, repair_surrogates
 from pipelines.stage_cli import stage_main
 from tokenizer.atomic_write import publish, temporary_path, write_text_atomic
 
 PROGRESS = "_progress.jsonl"
+RAY_STAGING = "_ray"            # the Ray executor's staged input and part journal (executors/ray_data.py)
 PART_PATTERN = "part-{:05d}.parquet"
 # A parquet row group is the unit of work of the shards stage (one task per row group), so keep it
 # small enough to spread over worker processes and to bound memory, big enough to compress well.
@@ -390,7 +397,8 @@ def _keep_intact_prefix(progress: _Progress, out_dir: Path, log) -> _Progress:
     return _Progress.start(progress.path, progress.fingerprint, keep)
 
 
-def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print) -> dict[str, Any]:
+def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print,
+        executor: str = LOCAL) -> dict[str, Any]:
     """Run the data stage (or skip it when up to date); returns the manifest."""
     cfg = recipe.section("data")
     out_dir = recipe.stage_dir("raw")
@@ -398,6 +406,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         inputs = input_fingerprint(cfg)
     except SourceError as exc:
         raise DataStageError(str(exc)) from None
+    # bookkeeping: skip the stage when its manifest says it is up to date, else say why it reruns
     fresh = mf.Freshness("forced") if force else mf.is_up_to_date(out_dir, cfg, inputs)
     if fresh:
         _remove_leftovers(out_dir, progress=True)   # a kill between the manifest and the cleanup
@@ -410,11 +419,45 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     _remove_leftovers(out_dir, progress=False)
 
     fp = mf.fingerprint({"config": cfg, "inputs": inputs})
+    if executor == RAY:   # the same files from tasks on a cluster, each fetching its own input files
+        from pipelines.executors.ray_data import fetch_on_ray
+
+        outputs, stats, label = fetch_on_ray(cfg, out_dir, fp, force, log, progress_bar)
+    else:
+        outputs, stats, label = _fetch_here(cfg, out_dir, fp, force, log, progress_bar)
+
+    for kind, what in (("empty_files", "input file(s) held no records"),
+                       ("skipped_duplicates", "document(s) skipped for an id already written")):
+        if stats[kind] > WARN_LIMIT:
+            log(f"data: warning: {stats[kind]} {what} in all (the first {WARN_LIMIT} are named above)")
+    if stats["documents"] == 0:
+        raise DataStageError(f"data: source {label!r} produced no non-empty documents ({stats})")
+    manifest = {
+        "stage": "data",
+        "recipe": recipe.name,
+        "config": cfg,
+        "inputs": inputs,
+        "outputs": outputs,
+        "stats": stats,
+    }
+    mf.write_manifest(out_dir, manifest)
+    _remove_leftovers(out_dir, progress=True)   # the progress records: both executors'
+    log(f"data: {stats['documents']} documents, {stats['characters']:,} characters in {len(outputs)} "
+        f"file(s) -> {out_dir} (skipped empty: {stats['skipped_empty']}, repaired: {stats['repaired_documents']})")
+    return manifest
+
+
+def _fetch_here(cfg: dict[str, Any], out_dir: Path, fp: str, force: bool, log,
+                progress_bar: bool) -> tuple[list[dict[str, Any]], dict[str, int], str]:
+    """The local executor: read the stream in this process, write the part files as they fill.
+    Returns the part files' manifest entries in order, the stats, and the source's label."""
+    # bookkeeping: resume after the files a killed run finished (a fresh start removes an older run's files)
     progress_path = out_dir / PROGRESS
     progress = None if force else _Progress.load(progress_path, fp)
     if progress is None:  # fresh start: nothing of an older run may survive next to the new files
         for old in out_dir.glob("part-*.parquet"):
             old.unlink()
+        shutil.rmtree(out_dir / RAY_STAGING, ignore_errors=True)
         progress = _Progress.start(progress_path, fp)
     else:
         progress = _keep_intact_prefix(progress, out_dir, log)
@@ -441,7 +484,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
                    enabled=progress_bar)
     writer: _PartWriter | None = None
 
-    def finish_file() -> None:
+    def finish_file() -> None:  # bookkeeping: record the finished file, so that a rerun resumes after it
         nonlocal writer
         assert writer is not None
         writer.close()
@@ -484,25 +527,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     finally:
         bar.close()
 
-    for kind, what in (("empty_files", "input file(s) held no records"),
-                       ("skipped_duplicates", "document(s) skipped for an id already written")):
-        if stats[kind] > WARN_LIMIT:
-            log(f"data: warning: {stats[kind]} {what} in all (the first {WARN_LIMIT} are named above)")
-    if stats["documents"] == 0:
-        raise DataStageError(f"data: source {stream.label!r} produced no non-empty documents ({stats})")
-    manifest = {
-        "stage": "data",
-        "recipe": recipe.name,
-        "config": cfg,
-        "inputs": inputs,
-        "outputs": [entry["output"] for entry in progress.entries],
-        "stats": stats,
-    }
-    mf.write_manifest(out_dir, manifest)
-    progress_path.unlink(missing_ok=True)
-    log(f"data: {stats['documents']} documents, {stats['characters']:,} characters in {len(progress.entries)} "
-        f"file(s) -> {out_dir} (skipped empty: {stats['skipped_empty']}, repaired: {stats['repaired_documents']})")
-    return manifest
+    return [entry["output"] for entry in progress.entries], stats, stream.label
 
 
 def _remove_leftovers(out_dir: Path, progress: bool) -> None:
@@ -514,6 +539,7 @@ def _remove_leftovers(out_dir: Path, progress: bool) -> None:
         tmp.unlink()
     if progress:
         (out_dir / PROGRESS).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / RAY_STAGING, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -522,4 +548,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m pipelines.data`, this file is `__main__`, and a second copy of it is what other modules
+    # import as `pipelines.data` (the Ray executor raises that copy's DataStageError): use that copy's main,
+    # so there is one DataStageError and a bad input stays one `error:` line.
+    from pipelines.data import main as imported_main
+
+    sys.exit(imported_main())

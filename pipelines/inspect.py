@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ import numpy as np
 
 from contract.manifest import MANIFEST
 from contract.shard_format import ShardFormatError, ShardReader, damaged_files, shard_files
+from contract.shard_stats import document_lengths, log_bins, token_counts
 from pipelines.stage_cli import add_common_flags, command_parser, non_negative_int, run_reported
 from tokenizer.atomic_write import atomic_path
 
 BYTES_SAMPLE_TOKENS = 1_000_000   # bytes/token is measured on (up to) this many tokens per split
-COUNT_CHUNK = 1 << 24             # bincount in chunks: bounded memory on 100M-token shards
 
 
 def open_reader(path: Path) -> tuple[ShardReader, str | None]:
@@ -49,40 +48,6 @@ def selected_shards(reader: ShardReader, only: str | None) -> dict[str, list[dic
     if only is not None and not out:
         raise ShardFormatError(f"{only} is not a shard listed in {reader.manifest_path}")
     return out
-
-
-def document_lengths(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
-    """Tokens per document (incl. eot), continuation pieces added to the document they continue.
-
-    Collected in an array("q") (8 bytes per document, not a ~36-byte Python int in a list): the
-    FineWeb-Edu 10BT recipe has ~10M documents."""
-    lengths = array("q")
-    for entry in entries:
-        tokens = reader.shard_tokens(entry)
-        _, starts = reader.shard_pieces(entry)
-        piece_lengths = np.diff(np.append(starts, len(tokens))).tolist()
-        for length, starts_doc in zip(piece_lengths, (tokens[starts] == reader.eot_id).tolist()):
-            if starts_doc:
-                lengths.append(length)
-            elif lengths:      # a continuation: the document began in the previous shard
-                lengths[-1] += length
-    return np.frombuffer(lengths, dtype=np.int64).copy() if lengths else np.zeros(0, dtype=np.int64)
-
-
-def token_counts(reader: ShardReader, entries: list[dict[str, Any]]) -> np.ndarray:
-    """How often each id occurs. An id outside the vocabulary means a damaged shard (with --no-verify
-    nothing else has looked): said in one line, before decoding trips over it."""
-    counts = np.zeros(reader.vocab_size, dtype=np.int64)
-    for entry in entries:
-        tokens = reader.shard_tokens(entry)
-        for i in range(0, len(tokens), COUNT_CHUNK):
-            chunk_counts = np.bincount(tokens[i : i + COUNT_CHUNK], minlength=reader.vocab_size)
-            if len(chunk_counts) > reader.vocab_size:
-                raise ShardFormatError(
-                    f"{reader.root / entry['path']}: holds id {len(chunk_counts) - 1}, outside the vocabulary of "
-                    f"{reader.vocab_size} (corrupt shard; `make shards VERIFY=1` re-encodes it)")
-            counts += chunk_counts
-    return counts
 
 
 def bytes_per_token(tok, reader: ShardReader, entries: list[dict[str, Any]]) -> tuple[float, int]:
@@ -134,8 +99,7 @@ def histogram_figure(lengths_by_split: dict[str, np.ndarray], title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    all_lengths = np.concatenate([v for v in lengths_by_split.values() if len(v)])
-    bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(max(2, all_lengths.max())), 50)
+    bins = log_bins(list(lengths_by_split.values()))   # the bins the service's shard browser draws too
     for split, lengths in lengths_by_split.items():
         if len(lengths):
             ax.hist(lengths, bins=bins, weights=np.full(len(lengths), 1 / len(lengths)), alpha=0.55,
@@ -183,7 +147,7 @@ def collect(reader: ShardReader, only: str | None, verify: bool, doc_ids: set[st
     for split, entries in shards.items():
         lengths = document_lengths(reader, entries)
         lengths_by_split[split] = lengths
-        counts += token_counts(reader, entries)
+        counts += token_counts(reader, entries)[0]
         info = {
             "shards": len(entries),
             "tokens": int(sum(e["tokens"] for e in entries)),

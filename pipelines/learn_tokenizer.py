@@ -27,6 +27,10 @@ lacks (after its own ids: GPT-2's ordinary text still encodes exactly as r50k_ba
 50256). The training keys (vocab_size, max_characters, max_chars_per_doc, special_tokens) do not apply;
 heldout_documents still measures bytes per token, and the source file's sha256 is an input: an edited
 file is taken again.
+
+Read first: `_train` (the texts -> tokenizer/core.py `Tokenizer.train` -> tokenizer/learn_bpe.py, whose
+readable twin is tokenizer/reference_bpe.py `train_merges`). Bookkeeping a first reading may skip (marked `# bookkeeping:`):
+the up-to-date check and report refresh in `run`, ready-made tokenizers (`tokenizer_source`, `take_tokenizer`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 from contract import manifest as mf
 from contract.raw import RAW_MANIFEST, count_raw_documents, iter_raw_documents
 from contract.recipe import TOKENIZER_FILE, Recipe
+from pipelines.executors import LOCAL, RAY
 from pipelines.stage_cli import stage_main
 from tokenizer.atomic_write import write_json_atomic
 from tokenizer.chat import CHAT_SPECIAL_TOKENS, special_tokens_with_chat
@@ -212,7 +217,8 @@ def report_inputs(recipe: Recipe) -> dict[str, Any]:
     return inputs
 
 
-def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print) -> dict[str, Any]:
+def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print,
+        executor: str = LOCAL) -> dict[str, Any]:
     from tokenizer import Tokenizer
 
     raw_dir, out_dir = recipe.stage_dir("raw"), recipe.stage_dir("tokenizer")
@@ -220,6 +226,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     source = tokenizer_source(recipe) if recipe.section("tokenizer")["use"] != TRAIN else None
     inputs = stage_inputs(recipe, source)
     compare = report_inputs(recipe)
+    # bookkeeping: leftovers of a killed run, the up-to-date check, what changed; the training itself is _train
     mf.remove_leftovers(out_dir)   # `*.tmp` files (and the hf.tmp directory) of a killed run
     fresh = mf.Freshness("forced") if force else mf.is_up_to_date(out_dir, cfg, inputs, OWN_MANIFEST)
     redo = "retraining" if source is None else "replacing the tokenizer"
@@ -246,7 +253,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         mf.remove_manifest(out_dir)
-        tok, training = _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log)
+        tok, training = _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log, executor)
     report = _report(tok, training, raw_dir, n_train_docs, cfg, recipe.section("tokenizer"), compare)
     if source is not None:   # not trained: say where it came from instead
         report["taken"] = report.pop("training")
@@ -273,19 +280,25 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     return manifest
 
 
-def _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log):
+def _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log, executor=LOCAL):
     from tokenizer import Tokenizer
 
-    texts = list(training_texts(raw_dir, n_train_docs, cfg["max_characters"], cfg["max_chars_per_doc"]))
-    n_chars = sum(map(len, texts))
-    log(f"tokenizer: training vocab {cfg['vocab_size']} on {n_chars:,} characters of {len(texts)} documents")
-    t0 = time.perf_counter()
-    workers = recipe.section("tokenizer")["workers"] or None
-    tok = Tokenizer.train(texts, vocab_size=cfg["vocab_size"], special_tokens=tuple(cfg["special_tokens"]),
-                          workers=workers, progress=progress_bar, name=recipe.name)
-    train_seconds = time.perf_counter() - t0
-    n_docs_used = len(texts)
-    del texts
+    if executor == RAY:   # the same merges: pre-tokens counted by tasks on the cluster, merges learned here
+        from pipelines.executors.ray_tokenizer import train_on_ray
+
+        tok, n_docs_used, n_chars, train_seconds = train_on_ray(raw_dir, cfg, n_train_docs, recipe.name, log,
+                                                                 progress_bar)
+    else:
+        texts = list(training_texts(raw_dir, n_train_docs, cfg["max_characters"], cfg["max_chars_per_doc"]))
+        n_chars = sum(map(len, texts))
+        log(f"tokenizer: training vocab {cfg['vocab_size']} on {n_chars:,} characters of {len(texts)} documents")
+        t0 = time.perf_counter()
+        workers = recipe.section("tokenizer")["workers"] or None
+        tok = Tokenizer.train(texts, vocab_size=cfg["vocab_size"], special_tokens=tuple(cfg["special_tokens"]),
+                              workers=workers, progress=progress_bar, name=recipe.name)
+        train_seconds = time.perf_counter() - t0
+        n_docs_used = len(texts)
+        del texts
 
     write_tokenizer_files(tok, out_dir)
     training = {"documents": n_docs_used, "characters": n_chars, "seconds": round(train_seconds, 2),

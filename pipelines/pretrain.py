@@ -11,6 +11,9 @@ per GPU when CUDA GPUs are present.
 A rerun never destroys a run (train/run_dir.py): a finished run of the same recipe is "up to date"; any
 other run already in the directory is refused unless --resume (continue it) or --force (start over; the
 old run is kept until the new run's first checkpoint) says what to do with it.
+
+Read first: train/trainer.py `Trainer.train_step` (one optimizer step) and `Trainer.run` (the loop). This
+module is bookkeeping around them: the run-directory policy, the lock, the finished-run record.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def run_stage(cfg, *, resume: bool = False, force: bool = False, stop_at_step: i
     try:
         with lock:
             decision = None
-            if env.is_main:
+            if env.is_main:  # bookkeeping: leftovers, a replaced run to restore, the rerun decision
                 for path in run_dir.remove_leftovers(cfg.out_dir):
                     print(f"pretrain: removed {path}, left by an interrupted write")
                 note = run_dir.recover_replaced_run(cfg.out_dir)

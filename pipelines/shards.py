@@ -28,6 +28,11 @@ same bytes. The manifest is written last: without it the directory does not coun
 The journal stays when the stage is done. When a later up-to-date check finds a shard damaged (or
 the manifest edited), the same resume path repairs the directory: the shards before the first
 damaged one are kept and the rest re-encoded, instead of re-encoding everything.
+
+Read first: `encode_task` (a row group's documents -> eot + ids each) and `ShardsJob.encode_split` (the
+ids, in order, into contract/shard_format.py's `ShardWriter.add`). Bookkeeping a first reading may skip
+(marked `# bookkeeping:`): the journal and resume (`Journal`, `read_journal`, `_resume_or_start`,
+`_restore`), the up-to-date check in `run`, the Ray executor.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import heapq
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from array import array
@@ -62,10 +68,12 @@ from contract.shard_format import (
     manifest_schema,
     shards_manifest,
 )
+from pipelines.executors import LOCAL, RAY
 from pipelines.stage_cli import stage_main
 from tokenizer.atomic_write import write_text_atomic
 
 PROGRESS = "_progress.jsonl"
+RAY_SPILL = "_ray"                 # what the Ray executor encodes before it writes shards (executors/ray_shards.py)
 OLD_PROGRESS = "_progress.json"   # what earlier versions wrote (rewritten in full after every shard)
 SPLITS = ("val", "train")
 
@@ -309,6 +317,7 @@ def _clean(out_dir: Path) -> None:
     for pattern in ("*_[0-9][0-9][0-9][0-9][0-9][0-9].*", PROGRESS):
         for p in out_dir.glob(pattern):
             p.unlink()
+    shutil.rmtree(out_dir / RAY_SPILL, ignore_errors=True)
 
 
 def _resume_or_start(out_dir: Path, fingerprint: str, force: bool, log) -> dict[str, Any]:
@@ -324,12 +333,17 @@ def _resume_or_start(out_dir: Path, fingerprint: str, force: bool, log) -> dict[
 
 
 def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=print,
-        workers: int | None = None) -> dict[str, Any]:
-    """Run the shards stage (or skip it when up to date); returns the manifest."""
+        workers: int | None = None, executor: str = LOCAL) -> dict[str, Any]:
+    """Run the shards stage (or skip it when up to date); returns the manifest.
+
+    `executor` says where the documents are encoded: worker processes here ("local") or tasks on a Ray
+    cluster ("ray", pipelines/executors/ray_shards.py). Both write the same bytes, so it is not part of
+    the config the manifest records, and either one resumes what the other left."""
     raw_dir, tok_dir, out_dir = _paths(recipe)
     cfg = stage_config(recipe)
     inputs = stage_inputs(recipe)
-    # what a killed run leaves: temporary files, and the progress file of versions before the journal
+    # bookkeeping: what a killed run leaves (temporary files, the progress file of versions before the
+    # journal), then the up-to-date check
     mf.remove_leftovers(out_dir)
     (out_dir / OLD_PROGRESS).unlink(missing_ok=True)
     schema = stage_schema(cfg["format"])
@@ -356,7 +370,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.remove_manifest(out_dir)
     fp = mf.fingerprint({"config": cfg, "inputs": inputs})
-    progress = _resume_or_start(out_dir, fp, force, log)
+    progress = _resume_or_start(out_dir, fp, force, log)  # bookkeeping: the journaled shards a rerun keeps
 
     tasks = [(fi, rg) for fi, p in enumerate(files) for rg in range(pq.ParquetFile(p).num_row_groups)]
     total_docs = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
@@ -370,34 +384,25 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
 
     tok = load_matching_tokenizer(tokenizer_path, inputs["tokenizer_fingerprint"],
                                   f"{tok_dir / mf.MANIFEST} records", remedy="`make tokenizer` rebuilds it")
-    init_args = (tok, [str(p) for p in files], rule, dtype.str)
-
-    from tokenizer.progress import Progress  # a bar on a terminal, a line now and then in a log
 
     journal = Journal(out_dir / PROGRESS, fp, {s: state["shards"] for s, state in progress["splits"].items()})
-    pool = None
+    for split in splits:
+        progress["splits"].setdefault(split, {"shards": [], "done": False, "stats": {"skipped_empty": 0}})
     t0 = time.perf_counter()
     try:
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+        if executor == RAY:
+            from pipelines.executors.ray_shards import ShardsOnRay
+
+            cluster = ShardsOnRay(out_dir.resolve(), cfg["format"], cfg["shard_tokens"], dtype, eot_id,
+                                  [p.resolve() for p in files], tasks, rule, Path(tokenizer_path).resolve(),
+                                  tok.fingerprint, fp, progress, journal, splits).run(log, progress_bar)
+            where = f"{cluster.cpus} CPU(s) on {cluster.nodes} Ray node(s)"
         else:
-            _init_worker(*init_args)
-        job = ShardsJob(out_dir, cfg["format"], cfg["shard_tokens"], dtype, eot_id, tasks, pool, workers, progress,
-                        journal)
-        for split in splits:
-            state = progress["splits"].setdefault(
-                split, {"shards": [], "done": False, "stats": {"skipped_empty": 0}}
-            )
-            if state["done"]:
-                continue
-            with Progress(total_docs, unit="doc", desc=f"shards {split}", enabled=progress_bar) as bar:
-                job.encode_split(split, bar)
+            ShardsJob(out_dir, cfg["format"], cfg["shard_tokens"], dtype, eot_id, tasks, None, workers, progress,
+                      journal).encode_here(tok, files, rule, splits, total_docs, progress_bar)
+            where = f"{workers} worker(s)"
     finally:
         journal.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     elapsed = time.perf_counter() - t0
 
     manifest = shards_manifest(
@@ -412,7 +417,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     tokens = sum(manifest["splits"][s]["tokens"] for s in splits)
     log(f"shards: {tokens:,} tokens in " + ", ".join(
         f"{s} {len(manifest['splits'][s]['shards'])} shard(s)/{manifest['splits'][s]['documents']} docs"
-        for s in splits) + f" -> {out_dir} ({elapsed:.1f} s, {workers} worker(s))")
+        for s in splits) + f" -> {out_dir} ({elapsed:.1f} s, {where})")
     return manifest
 
 
@@ -432,6 +437,29 @@ class ShardsJob:
     progress: dict[str, Any]
     journal: Journal
 
+    def encode_here(self, tok, files: list[Path], rule: SplitRule, splits: list[str], total_docs: int,
+                    progress_bar: bool) -> None:
+        """Encode every split not yet done in worker processes of this machine (or in this process)."""
+        from tokenizer.progress import Progress  # a bar on a terminal, a line now and then in a log
+
+        init_args = (tok, [str(p) for p in files], rule, self.dtype.str)
+        try:
+            if self.workers > 1:
+                methods = multiprocessing.get_all_start_methods()
+                ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+                self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=init_args)
+            else:
+                _init_worker(*init_args)
+            for split in splits:
+                if self.progress["splits"][split]["done"]:
+                    continue
+                with Progress(total_docs, unit="doc", desc=f"shards {split}", enabled=progress_bar) as bar:
+                    self.encode_split(split, bar)
+        finally:
+            if self.pool is not None:
+                self.pool.terminate()
+                self.pool.join()
+
     def encode_split(self, split: str, bar) -> None:
         """Encode one split from where its progress record stops, cutting shards as they fill."""
         state = self.progress["splits"][split]
@@ -442,6 +470,7 @@ class ShardsJob:
             state["shards"].append(entry)
             self.journal.append(split, entry)
 
+        # bookkeeping: resume where the last journaled shard ends (the start of the split on a fresh run)
         resume = state["shards"][-1]["resume"] if state["shards"] else {"position": [0, 0], "offset": 0}
         stats["skipped_empty"] = state["shards"][-1]["skipped_empty"] if state["shards"] else 0
         start_position = tuple(resume["position"])

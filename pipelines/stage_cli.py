@@ -7,11 +7,12 @@ case because every file is written under a temporary name and renamed (tokenizer
 Anything else is a bug and keeps its traceback. `--debug` (or LLM_JOURNEY_DEBUG=1, which `make
 DEBUG=1` sets) prints the traceback of expected failures too, for whoever wants to see where.
 
-`stage_main` turns a data stage's `run(recipe, force=..., progress_bar=...)` into a command with
-the same flags for every stage, so `make` can drive them uniformly; `run_reported` is the error
-policy alone, for commands with flags of their own (pretrain, sample, evaluate, ...). A data stage
-runs holding its directory's lock (contract/stage_lock.py): a second run of the same stage is
-refused at once instead of interleaving its files with the first's.
+`stage_main` turns a data stage's `run(recipe, force=..., progress_bar=..., executor=...)` into a
+command with the same flags for every stage, so `make` can drive them uniformly; `run_reported` is the
+error policy alone, for commands with flags of their own (pretrain, sample, evaluate, ...). A data stage
+runs holding its directory's lock (contract/stage_lock.py): a second run of the same stage is refused at
+once instead of interleaving its files with the first's. `--executor` (or EXECUTOR) says where the work
+runs, here or on a Ray cluster (pipelines/executors/); the files come out the same.
 
 `command_parser` is argparse with the same convention: a bad flag value is one `error:` line and
 status 2 (not argparse's usage block), and `prog` is what the user types, `python -m pipelines.x`.
@@ -29,11 +30,13 @@ from collections.abc import Callable
 from contract.manifest import ManifestError, full_verification
 from contract.recipe import Recipe, RecipeError, load_recipe, parse_overrides
 from contract.stage_lock import StageBusyError, stage_lock
+from pipelines.executors import EXECUTOR_ENV, EXECUTORS, ExecutorError, executor_from_env
 
 DEBUG_ENV = "LLM_JOURNEY_DEBUG"
 
 # Failures any stage may meet that are not bugs: say them in one line.
-COMMON_ERRORS: tuple[type[BaseException], ...] = (RecipeError, ManifestError, StageBusyError, FileNotFoundError)
+COMMON_ERRORS: tuple[type[BaseException], ...] = (RecipeError, ManifestError, StageBusyError, FileNotFoundError,
+                                                  ExecutorError)
 
 # Environment failures (errno -> what to tell the user). Any other OSError is treated as a bug.
 ENVIRONMENT_ERRNOS = {
@@ -123,15 +126,19 @@ def stage_main(run: Callable[..., object], description: str, stage_errors: tuple
                         help="check the sha256 of every output before calling the stage up to date "
                              "(by default big files are hashed only when their stat changed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None, metavar="|".join(EXECUTORS),
+                        help=f"where the work runs: worker processes here (local) or tasks on the Ray cluster at "
+                             f"RAY_ADDRESS (ray); the output is the same (default: ${EXECUTOR_ENV}, else local)")
     add_common_flags(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
         recipe: Recipe = load_recipe(args.config, parse_overrides(args.set))
+        executor = args.executor or executor_from_env()
         directory = recipe.stage_dir(stage_dir)
         with stage_lock(directory, stage=stage), full_verification(args.verify):
             try:
-                run(recipe, force=args.force, progress_bar=not args.no_progress)
+                run(recipe, force=args.force, progress_bar=not args.no_progress, executor=executor)
             except OSError as exc:
                 if exc.filename is None and exc.errno in ENVIRONMENT_ERRNOS:
                     # a failed write() names no file: say which directory it was filling

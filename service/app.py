@@ -29,6 +29,7 @@ from starlette.responses import Response
 from .budget import BoundedEncoder, TextRefused, WorkBudget, WorkCancelled, decode_all
 from .errors import ERROR_RESPONSES, ServiceError, describe_validation_error, error_response
 from .middleware import WORK_BUDGET_KEY, BodySizeLimit, RequestGuard, ResponseHeader
+from .pages import add_pages
 from .settings import ServeLimits, ServeSettings
 from .shutdown import DrainGate, chain_signal_handlers
 
@@ -69,9 +70,10 @@ def _json_response(fingerprint: str, key: str, value_json: bytes) -> Response:
     return Response(head + value_json + b"}", media_type="application/json")
 
 
-def create_app(tok, settings: ServeLimits | None = None) -> FastAPI:
+def create_app(tok, settings: ServeLimits | None = None, models: list | None = None) -> FastAPI:
     """Build the FastAPI app serving `tok` (a tokenizer.Tokenizer). Limits come from `settings` (any
-    ServeLimits, e.g. ServeSettings; the defaults without)."""
+    ServeLimits, e.g. ServeSettings; the defaults without). `models` (service/models.py ServedModel) adds
+    the OpenAI-compatible API and, with a chat model, the web chat page, under the same limits."""
     limits = settings if settings is not None else ServeLimits()
     max_batch = limits.max_batch
     fingerprint: str = tok.fingerprint
@@ -341,10 +343,23 @@ def create_app(tok, settings: ServeLimits | None = None) -> FastAPI:
     def healthz():
         return {"status": "ok", "fingerprint": fingerprint, "worker_pid": os.getpid()}
 
+    # The tokenizer playground (/) and the shard browser (/shards): the same middleware, limits and errors.
+    add_pages(app, tok, limits, encoder, work_budget)
+    if models:
+        from .chat_page import add_chat_page
+        from .openai_api import add_openai_api
+
+        add_openai_api(app, models, limits)
+        if any(m.kind == "chat" for m in models):
+            add_chat_page(app)
     return app
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (`service:app_from_env`): each worker process loads the tokenizer once."""
+    """uvicorn factory (`service:app_from_env`): each worker process loads the tokenizer (and models) once."""
+    from .models import load_served_models, set_torch_threads
+
     settings = ServeSettings.from_env()
-    return create_app(settings.load_tokenizer(), settings)
+    tok = settings.load_tokenizer()
+    set_torch_threads(settings.threads)
+    return create_app(tok, settings, load_served_models(settings, tok))

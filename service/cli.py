@@ -19,7 +19,9 @@ import socket
 import sys
 
 from .app import create_app
+from .models import auto_threads, load_served_models, set_torch_threads
 from .settings import (
+    DEFAULT_ARTIFACTS_DIR,
     DEFAULT_HOST,
     DEFAULT_PORT,
     LIMIT_KEYS,
@@ -50,11 +52,29 @@ _LIMIT_HELP = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags > the recipe's [serve] section (with --config) > built-in defaults."""
-    p = argparse.ArgumentParser(prog="python -m service", description="Serve one tokenizer over HTTP/JSON.")
+    p = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve one tokenizer over HTTP/JSON; with a checkpoint, also the model through the "
+        "OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) and a web chat at /chat.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--tokenizer", metavar="PATH", help="tokenizer.ljt.json written by the tokenizer stage")
     src.add_argument("--gpt2", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"), help="GPT-2 r50k_base files")
     p.add_argument("--config", metavar="RECIPE", help="recipe TOML: its [serve] section and its tokenizer")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="what the web pages browse: the tokenizer playground (/) offers its tokenizer files, the "
+                   "shard browser (/shards) its recipes (default: the recipe's artifacts_root with --config, "
+                   "else ./artifacts)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="a fine-tuned checkpoint (ckpt.pt or its directory) to chat with: /v1/chat/completions")
+    p.add_argument("--base-checkpoint", metavar="PATH",
+                   help="a pretrained checkpoint (ckpt.pt or its directory) for /v1/completions")
+    p.add_argument("--models", action="store_true",
+                   help="with --config: serve the recipe's models, its sft/ checkpoint for chat and its pretrain/ "
+                   "checkpoint for completions (those that exist)")
+    p.add_argument("--device", default="auto", help="where the models run: auto (CUDA when available), cpu, cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per worker (default: 1 for models under 10M parameters, else the cores "
+                   "divided among the workers)")
     p.add_argument("--host", help=f"bind address (default {DEFAULT_HOST}: the service has no authentication)")
     p.add_argument("--port", type=int, help=f"default {DEFAULT_PORT}")
     p.add_argument("--workers", type=int, help="worker processes, default 2 (encoding is CPU-bound)")
@@ -74,18 +94,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(str(e))
     else:
         base = dataclasses.asdict(ServeSection())
-        if not (args.tokenizer or args.gpt2):
-            p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, or --config RECIPE")
+        if not (args.tokenizer or args.gpt2 or args.checkpoint or args.base_checkpoint):
+            p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, --config RECIPE, "
+                    "or --checkpoint PATH")
     for key in ("host", "port", "workers", *LIMIT_KEYS):
         if getattr(args, key) is None:
             setattr(args, key, base[key])
+    if args.artifacts is None:
+        args.artifacts = base.get("artifacts_dir") or DEFAULT_ARTIFACTS_DIR
+    args.recipe_name = None
+    if args.models:
+        _recipe_models(p, args, base)
     if not (args.tokenizer or args.gpt2):
-        args.tokenizer = base["tokenizer"]
+        args.tokenizer = base["tokenizer"] or _tokenizer_beside(p, args.checkpoint, args.base_checkpoint)
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be in 0..65535, got {args.port}")
     return args
+
+
+def _recipe_models(p: argparse.ArgumentParser, args: argparse.Namespace, base: dict) -> None:
+    """--models: the recipe's checkpoints that exist (an explicit --checkpoint / --base-checkpoint wins)."""
+    if not args.config:
+        p.error("--models serves the checkpoints of a recipe: give --config RECIPE (or name them: --checkpoint PATH)")
+    chat, pretrained = base["chat_checkpoint"], base["base_checkpoint"]
+    args.checkpoint = args.checkpoint or (chat if os.path.isfile(chat) else None)
+    args.base_checkpoint = args.base_checkpoint or (pretrained if os.path.isfile(pretrained) else None)
+    if not (args.checkpoint or args.base_checkpoint):
+        p.error(f"--models: the recipe has no model yet: neither {chat} nor {pretrained} exists "
+                "(make pretrain, then make sft)")
+    args.recipe_name = base["recipe_name"]
+    if not (args.tokenizer or args.gpt2) and not os.path.isfile(base["tokenizer"]):
+        args.tokenizer = _tokenizer_beside(p, args.checkpoint, args.base_checkpoint)  # `make sft` saves one
+
+
+def _tokenizer_beside(p: argparse.ArgumentParser, *checkpoints: str | None) -> str:
+    """The tokenizer file beside the first checkpoint that has one (`make sft` leaves it there)."""
+    from contract.recipe import TOKENIZER_FILE
+
+    from .models import checkpoint_file
+
+    for ckpt in filter(None, checkpoints):
+        beside = checkpoint_file(ckpt).parent / TOKENIZER_FILE
+        if beside.is_file():
+            return str(beside)
+    p.error(f"no {TOKENIZER_FILE} beside the checkpoint: say which tokenizer its ids belong to (--tokenizer PATH)")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -107,14 +163,24 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer_path=_absolute(args.tokenizer),
             gpt2_encoder_json=_absolute(args.gpt2[0]) if args.gpt2 else None,
             gpt2_vocab_bpe=_absolute(args.gpt2[1]) if args.gpt2 else None,
+            chat_checkpoint=_absolute(args.checkpoint),
+            base_checkpoint=_absolute(args.base_checkpoint),
+            recipe_name=args.recipe_name,
+            device=args.device,
+            threads=args.threads,
+            artifacts_dir=_absolute(args.artifacts),
             **{key: getattr(args, key) for key in LIMIT_KEYS},
         )
         # Load once here, before any worker starts: a bad file fails fast with its name, instead of
         # every worker dying at startup one after another.
         tok = settings.load_tokenizer()
+        models = load_served_models(settings, tok)
     except (OSError, ValueError) as e:
         print(f"service: {e}", file=sys.stderr)
         return 2
+    if models and not settings.threads:
+        settings = dataclasses.replace(
+            settings, threads=auto_threads(max(m.model.num_params() for m in models), args.workers))
     if args.host not in LOOPBACK_HOSTS:
         print(
             f"service: WARNING binding {args.host}: reachable beyond this machine, no authentication",
@@ -126,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    print(f"service: pages: the tokenizer playground http://{args.host}:{args.port}/ and the shard browser "
+          f"http://{args.host}:{args.port}/shards (artifacts: {settings.artifacts_dir})", file=sys.stderr, flush=True)
+    for m in models:
+        routes = "/v1/chat/completions, /v1/completions and the web chat /chat" if m.kind == "chat" \
+            else "/v1/completions"
+        print(f"service: model {m.id} ({m.kind}, step {m.step}, {m.model.num_params():,} parameters, context "
+              f"{m.context_length}, {m.device}, {settings.threads} thread(s)) on {routes}", file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to die "by signal";
     # a handler that exits 0 turns that into the conventional clean exit for a service manager.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -133,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(host=args.host, port=args.port, log_level=args.log_level, http="h11",
                   timeout_graceful_shutdown=UVICORN_SHUTDOWN_WAIT)
     if args.workers == 1:
-        uvicorn.run(create_app(tok, settings), **common)  # reuse the tokenizer we just loaded
+        set_torch_threads(settings.threads)
+        uvicorn.run(create_app(tok, settings, models), **common)  # reuse the tokenizer and models we just loaded
     else:
+        del models  # each worker loads its own; the supervisor only hands out connections
         from uvicorn.supervisors import Multiprocess
 
         os.environ[SETTINGS_ENV] = settings.to_env()  # inherited by the spawned worker processes

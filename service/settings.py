@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the service has no authentication
+DEFAULT_ARTIFACTS_DIR = "artifacts"  # where the pages look for recipes (service/pages.py)
 DEFAULT_PORT = 8000
 DEFAULT_WORKERS = 2
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
@@ -80,6 +81,14 @@ class ServeSettings(ServeLimits):
     tokenizer_path: str | None = None  # our own tokenizer.ljt.json
     gpt2_encoder_json: str | None = None  # or GPT-2's encoder.json + vocab.bpe
     gpt2_vocab_bpe: str | None = None
+    # Models for the OpenAI-compatible API (service/models.py); none = a tokenizer-only service.
+    chat_checkpoint: str | None = None  # a fine-tuned checkpoint: /v1/chat/completions, /v1/completions, /chat
+    base_checkpoint: str | None = None  # a pretrained checkpoint: /v1/completions
+    recipe_name: str | None = None  # names the models `<recipe>/<stage>`; None = from the checkpoint's path
+    device: str = "auto"  # auto (CUDA when torch sees one) | cpu | cuda[:N]
+    threads: int = 0  # torch CPU threads per worker process; 0 = torch's default
+    # The artifacts directory the pages browse (recipes, shards, tokenizer files); None: ./artifacts.
+    artifacts_dir: str | None = None
 
     def __post_init__(self) -> None:
         gpt2 = (self.gpt2_encoder_json, self.gpt2_vocab_bpe)
@@ -88,8 +97,14 @@ class ServeSettings(ServeLimits):
         if (None in gpt2) and gpt2 != (None, None):
             raise ValueError("serve settings: the GPT-2 tokenizer needs both encoder.json and vocab.bpe")
         problems = self.problems()
+        if self.threads < 0:
+            problems.append(f"threads must be >= 0, got {self.threads}")
         if problems:
             raise ValueError("serve settings: " + "; ".join(problems))
+
+    @property
+    def serves_models(self) -> bool:
+        return bool(self.chat_checkpoint or self.base_checkpoint)
 
     def load_tokenizer(self):
         """Load the tokenizer these settings name; a missing file is a clear error naming it."""
@@ -135,7 +150,9 @@ class ServeSection(ServeLimits):
 
 def recipe_serve_options(config: str) -> dict[str, Any]:
     """Options from a recipe: its [serve] section over the defaults, and by default the tokenizer
-    its tokenizer stage wrote (artifacts/<recipe>/tokenizer/tokenizer.ljt.json)."""
+    its tokenizer stage wrote (artifacts/<recipe>/tokenizer/tokenizer.ljt.json). Also the recipe's name
+    and where its models are (`python -m service --models`): the fine-tuned checkpoint in `[sft] out_dir`
+    (default artifacts/<recipe>/sft/) and the pretrained one in `[train] out_dir` (artifacts/<recipe>/pretrain/)."""
     from contract.recipe import load_recipe, parse_section
 
     recipe = load_recipe(config)
@@ -143,4 +160,9 @@ def recipe_serve_options(config: str) -> dict[str, Any]:
                                                source=recipe.path))
     if not options["tokenizer"]:
         options["tokenizer"] = str(recipe.tokenizer_file)
+    options["recipe_name"] = recipe.name
+    for key, section, stage in (("chat_checkpoint", "sft", "sft"), ("base_checkpoint", "train", "pretrain")):
+        out_dir = recipe.section(section).get("out_dir") or recipe.stage_dir(stage)
+        options[key] = str(Path(out_dir) / "ckpt.pt")
+    options["artifacts_dir"] = str(recipe.artifacts_root)   # what the pages browse (service/pages.py)
     return options

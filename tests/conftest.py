@@ -53,3 +53,7 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A real headless browser (system chromium through Playwright) for the page tests: tests/browser.py.
+from browser import browser, page  # noqa: E402,F401

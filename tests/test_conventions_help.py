@@ -64,7 +64,7 @@ def subcommands(help_text: str) -> list[str]:
 
 # Commands whose files belong to other work in progress; their missing help texts are listed in the
 # report that goes with this test. strict: once they are fixed, the xfail itself fails and must go.
-NOT_YET = {"pipelines.chat": "--config, --set and --device have no help text (pipelines/chat.py)"}
+NOT_YET: dict[str, str] = {}
 
 
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")   # imported by other tests first

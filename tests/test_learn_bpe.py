@@ -1,17 +1,18 @@
-"""BPE training (tokenizer/learn_bpe.py): merges identical to HF tokenizers' BpeTrainer, exact against a
-naive reference trainer, parallel pre-tokenisation equal to in-process, and clear errors."""
+"""BPE training (tokenizer/learn_bpe.py): merges identical to HF tokenizers' BpeTrainer, exact against the
+readable reference trainer (tokenizer/reference_bpe.py), parallel pre-tokenisation equal to in-process, and
+clear errors."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 
 import pytest
 
 from tokenizer.byte_order import BYTE_ORDER, BYTE_TO_ID, unicode_str_to_bytes
 from tokenizer.learn_bpe import BPETrainResult, train_bpe, train_bpe_from_counts
 from tokenizer.pretokenize import count_pretokens
+from tokenizer.reference_bpe import train_merges
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,38 +46,6 @@ def hf_train(texts: list[str], vocab_size: int, special_tokens: list[str] | None
 def ours_as_bytes(result: BPETrainResult):
     merges = [(result.vocab[a], result.vocab[b]) for a, b in result.merges]
     return merges, {token: i for i, token in enumerate(result.vocab)}
-
-
-def naive_bpe(word_counts: dict[bytes, int], vocab_size: int) -> list[tuple[bytes, bytes]]:
-    """Textbook BPE: recount every pair before every merge. Slow, obviously right."""
-    words = {tuple(bytes([b]) for b in w): n for w, n in word_counts.items()}
-    rank = {bytes([BYTE_ORDER[i]]): i for i in range(256)}
-    merges = []
-    while len(rank) < vocab_size:
-        counts: Counter = Counter()
-        for word, n in words.items():
-            for pair in zip(word, word[1:]):
-                counts[pair] += n
-        if not counts:
-            break
-        # tie rule: highest count, then the smallest (left_id, right_id)
-        best = min(counts, key=lambda p: (-counts[p], rank[p[0]], rank[p[1]]))
-        merges.append(best)
-        assert best[0] + best[1] not in rank, "a duplicate merge would need the HF id-reuse rule"
-        rank[best[0] + best[1]] = len(rank)
-        merged = {}
-        for word, n in words.items():
-            out, i = [], 0
-            while i < len(word):  # left to right, non-overlapping
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + n
-        words = merged
-    return merges
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,9 +132,10 @@ def test_duplicate_producing_merge_matches_hf(docs_slice):
 # ----------------------------------------------------------------------------------------------
 # Exact BPE, independent of HF
 # ----------------------------------------------------------------------------------------------
-def test_matches_naive_reference_on_adversarial_word_tables():
+def test_matches_reference_trainer_on_adversarial_word_tables():
     """Random small word tables over tiny alphabets (long runs, overlaps, ties everywhere), trained
-    until the pairs run out: same merges as the recount-everything textbook trainer."""
+    until the pairs run out: the same vocabulary and merges as reference_bpe.train_merges, the
+    recount-everything textbook trainer (which also never reuses an id: a duplicate merge would show)."""
     for seed in range(60):
         rng = random.Random(seed)
         alphabet = rng.choice([b"a", b"ab", b"abc", b"a b0"])
@@ -175,7 +145,7 @@ def test_matches_naive_reference_on_adversarial_word_tables():
             counts[word] = counts.get(word, 0) + rng.randint(1, 5)
         vocab_size = 256 + rng.randint(0, 40)
         result = train_bpe_from_counts(counts, vocab_size)
-        assert ours_as_bytes(result)[0] == naive_bpe(counts, vocab_size), (seed, counts)
+        assert (result.vocab, result.merges) == train_merges(counts, vocab_size), (seed, counts)
         assert len(result.merges) == len(result.vocab) - 256
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tokenizer import Tokenizer, bpe
 from tokenizer.pattern import GPT2_CHUNK_PATTERN, GPT2_PATTERN, REGEX_WHITESPACE, chunk_splitter
+from tokenizer.reference_bpe import merge_piece
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -168,33 +169,22 @@ def test_long_pieces(tok, tiktoken_gpt2, text):
 # ----------------------------------------------------------------------------- algorithm pieces
 @settings(max_examples=100, deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab \n"), min_size=100, max_size=300))
-def test_heap_merge_equals_simple_loop(text):
+def test_heap_merge_equals_reference_loop(text):
     ranks = {bytes([b]): b for b in range(256)}
     for i, tok_bytes in enumerate([b"aa", b"ab", b"ba", b"aaa", b"  ", b"bab", b"aab", b"abab", b"aaaa", b"\n "]):
         ranks[tok_bytes] = 256 + i
     piece = text.encode()
     heap = bpe._bpe_parts_heap(piece, ranks, bpe.NO_RANK)
-    simple = _simple_loop(piece, ranks)
-    assert heap == simple and b"".join(heap) == piece
+    reference = merge_piece(piece, ranks)
+    assert heap == reference and b"".join(heap) == piece
 
 
-def _simple_loop(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
-    """The textbook definition, independent of bpe.py: merge the lowest-rank pair, leftmost first."""
-    parts = [bytes([b]) for b in piece]
-    while True:
-        candidates = [(ranks.get(a + b, bpe.NO_RANK), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-        if not candidates or min(candidates)[0] == bpe.NO_RANK:
-            return parts
-        _, i = min(candidates)
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-
-
-def test_short_pieces_match_textbook_loop(tok, corpus_texts):
+def test_short_pieces_match_reference_loop(tok, corpus_texts):
     ranks = dict(tok.mergeable_ranks)
     words = regex.findall(GPT2_PATTERN, corpus_texts[7])[:300]
     for word in words:
         piece = word.encode()
-        assert bpe.bpe_parts(piece, ranks) == _simple_loop(piece, ranks)
+        assert bpe.bpe_parts(piece, ranks) == merge_piece(piece, ranks)
 
 
 def test_whitespace_class_is_regex_whitespace():

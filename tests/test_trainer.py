@@ -13,9 +13,9 @@ from pretrain_helpers import make_project, write_recipe, write_shards
 
 from contract.recipe import load_recipe
 from contract.shard_format import ShardFormatError
-from train.config import TrainSection, batch_plan, lr_at, pretrain_config_from_recipe
+from train.config import TrainSection, batch_plan, pretrain_config_from_recipe
 from train.loader import ContextTooLongError
-from train.optim import make_optimizer, param_groups
+from train.optim import lr_at, make_optimizer, param_groups
 from train.trainer import Trainer, pretrain
 
 

@@ -1,5 +1,9 @@
 """The BPE merge loop for one pre-token, and the caches that make encoding fast in pure Python.
 
+Reference: tokenizer/reference_bpe.py `merge_piece` is the loop below without any of the speed tricks
+(tests/test_reference_bpe.py holds them equal on real text). Read first: `bpe_parts`; the heap, the
+caches and the batches are how it is made fast, not what it computes.
+
 Byte-level BPE in one paragraph
 -------------------------------
 A pre-token (one regex piece, see pattern.py) is turned into UTF-8 bytes and split into single
@@ -74,12 +78,13 @@ one-off 100,000-space run would otherwise evict everything for an entry nobody a
 
 from __future__ import annotations
 
+import gc
 import heapq
 import struct
+import threading
 from array import array
 from collections.abc import Callable
-from itertools import accumulate, chain, compress, repeat
-from operator import is_
+from itertools import accumulate, chain
 
 # Larger than any rank: "this pair is not in the vocabulary".
 NO_RANK = 1 << 62
@@ -98,6 +103,10 @@ MAX_CACHED_CHARS = 512
 # New pieces are merged by merge_batch.py (numpy) when at least this many need merging; fewer are
 # cheaper one by one (a numpy round costs ~20 calls, whatever the number of pieces in it).
 MIN_BATCH = 96
+# A text of fewer chunks learns its misses one by one (PieceCache.packed): it cannot bring enough
+# new pieces for collecting them to pay off.
+MIN_BATCH_TEXT = 2000
+LONG_CHUNK_CHARS = 10000
 
 
 def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
@@ -234,13 +243,40 @@ def id_typecode(n_vocab: int) -> str:
     return "H" if n_vocab <= 1 << 16 else "I"
 
 
-class PieceCache(dict):
-    """pre-token string -> its ids, packed (bytes of `typecode` items), learned in batches.
+class _PutOff(threading.local):
+    """Per thread, during one packed_many call: the merges put off until the end of the call.
 
-    `packed_many` is the way in: hits never leave C (`map(cache.get, pieces)` and a join), and all
-    the misses of a call are merged together. A piece containing a lone surrogate cannot be
-    UTF-8 encoded: the UnicodeEncodeError propagates (nothing is stored) and the caller repairs the
-    text the way tiktoken does. `cache[piece]` works too (a miss is a batch of one).
+    pieces: {piece: the buffer its packed ids will be written to}; chunks: the same for chunks
+    waiting for some of those pieces, and `waiting` lists them with their parts (packed ids, or
+    the buffers of their pieces). Per thread, so that threads sharing a tokenizer never fill or
+    read each other's buffers.
+    """
+
+    active = False
+
+    def start(self) -> None:
+        self.active = True
+        self.pieces: dict[str, bytearray] = {}
+        self.chunks: dict[str, bytearray] = {}
+        self.waiting: list[tuple[str, bytearray, list]] = []
+
+    def stop(self) -> None:
+        self.active = False
+        self.pieces, self.chunks, self.waiting = {}, {}, []
+
+
+class PieceCache(dict):
+    """pre-token string -> its ids, packed (bytes of `typecode` items); a miss runs BPE once.
+
+    Subclassing dict with __missing__ keeps the hit path entirely in C: `map(cache.__getitem__,
+    pieces)` never enters Python code for a word seen before. A piece containing a lone surrogate
+    cannot be UTF-8 encoded: the UnicodeEncodeError propagates (nothing is stored) and the caller
+    repairs the text the way tiktoken does.
+
+    Inside `packed_many`, a piece that needs merging is not merged on the spot: __missing__ hands
+    out an empty bytearray instead, which `b"".join` reads like bytes, and all those pieces are
+    merged together once every text has been looked up; then the buffers are filled and only then
+    joined (see "Misses, in batches").
     """
 
     def __init__(self, ranks: dict[bytes, int], typecode: str, max_size: int = DEFAULT_CACHE_SIZE,
@@ -250,22 +286,33 @@ class PieceCache(dict):
         self.typecode = typecode
         self.max_size = max_size
         self.max_bytes = max_bytes
-        self.nbytes = 0  # what the entries hold, as counted by _store
+        self.room = max_bytes  # max_bytes less what the entries hold (see nbytes)
         self._pack_id = struct.Struct("=" + typecode).pack
-        self._pair_table = None  # merge_batch.PairTable, built on the first large batch
+        self._pair_table = None  # merge_batch.PairTable, built on the first batch that needs it
+        self._put_off = _PutOff()
 
     # ------------------------------------------------------------------------------ the way in
     def packed(self, pieces: list[str]) -> bytes:
-        """Packed ids of one text, given as its pieces."""
+        """Packed ids of one text, given as its pieces (chunks, in ChunkCache)."""
+        if len(pieces) < MIN_BATCH_TEXT:  # a few new pieces at most: merging them on the spot costs least
+            return b"".join(map(self.__getitem__, pieces))
         return self.packed_many([pieces])[0]
 
     def packed_many(self, texts: list[list[str]]) -> list[bytes]:
-        """Packed ids of several texts, each given as its list of pieces (chunks, in ChunkCache)."""
+        """Packed ids of several texts, each given as its pieces; their new pieces are merged together."""
         flat = texts[0] if len(texts) == 1 else list(chain.from_iterable(texts))
-        ids = list(map(self.get, flat))
-        if not all(ids):  # a None: something new (packed ids are never empty, so never false)
-            new = self._learn(flat, ids, texts)
-            ids = list(map(new.get, flat, ids))  # the new entry, else what the cache had
+        put_off = self._put_off
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # what is made meanwhile holds only strings and bytes: no cycle to look for
+        put_off.start()
+        try:
+            ids = list(map(self.__getitem__, flat))
+            if put_off.pieces:
+                self._merge_put_off(put_off)
+        finally:
+            put_off.stop()
+            if gc_was_enabled:
+                gc.enable()
         if len(texts) == 1:
             return [b"".join(ids)]
         out, start = [], 0
@@ -274,128 +321,137 @@ class PieceCache(dict):
             start += n
         return out
 
-    def __missing__(self, key: str) -> bytes:
-        return self._learn([key], [None], [[key]])[key]
+    def __missing__(self, piece: str) -> bytes | bytearray:
+        return self._learn_piece(piece)
 
     def clear(self) -> None:
         super().clear()
-        self.nbytes = 0
+        self.room = self.max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """What the entries hold, as counted against max_bytes (keys, ids, ENTRY_OVERHEAD each)."""
+        return self.max_bytes - self.room
 
     # -------------------------------------------------------------------------------- learning
-    def _learn(self, flat: list[str], ids: list, texts: list[list[str]]) -> dict[str, bytes]:
-        """Ids of the pieces of `flat` whose `ids` entry is None, now also in the cache."""
-        return self._learn_pieces(list(dict.fromkeys(compress(flat, map(is_, ids, repeat(None))))))
+    def _learn_piece(self, piece: str) -> bytes | bytearray:
+        """Packed ids of a piece not in the cache, now stored; or, if put off, its buffer."""
+        raw = piece.encode("utf-8")  # UnicodeEncodeError on a lone surrogate: see the class
+        rank = self.ranks.get(raw)
+        if rank is not None:  # the whole piece is a token: by far the most common case
+            ids = self._pack_id(rank)
+        elif self._put_off.active and len(raw) < HEAP_THRESHOLD:
+            put_off = self._put_off
+            buffer = put_off.pieces.get(piece)
+            if buffer is None:
+                buffer = put_off.pieces[piece] = bytearray()
+            return buffer
+        else:
+            ids = array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
+        self._store_one(piece, ids)
+        return ids
 
-    def _learn_pieces(self, pieces: list[str]) -> dict[str, bytes]:
-        """{piece: packed ids} for distinct pieces not in the cache; stores them."""
-        new = dict(zip(pieces, self._packed_bpe_many(pieces)))
-        self._store(new)
-        return new
-
-    def _packed_pieces(self, pieces: list[str]) -> list[bytes]:
-        """Packed ids of each piece, hits from the cache, the rest learned together."""
-        ids = list(map(self.get, pieces))
-        if all(ids):
-            return ids
-        new = self._learn_pieces(list(dict.fromkeys(compress(pieces, map(is_, ids, repeat(None))))))
-        return list(map(new.get, pieces, ids))
-
-    def _packed_bpe_many(self, pieces: list[str]) -> list[bytes]:
-        """BPE of distinct pieces, packed. Whole-token pieces are one lookup; the rest are merged."""
-        raw = list(map(str.encode, pieces))  # UnicodeEncodeError on a lone surrogate: see the class
-        whole = list(map(self.ranks.get, raw))
-        pack_id = self._pack_id
-        packed = [None if rank is None else pack_id(rank) for rank in whole]
-        to_merge = [i for i, rank in enumerate(whole) if rank is None]
-        if to_merge:
-            for i, ids in zip(to_merge, self._merge_many([raw[i] for i in to_merge])):
-                packed[i] = ids
-        return packed
+    def _merge_put_off(self, put_off: _PutOff) -> None:
+        """Merge the put-off pieces together, fill their buffers and those of the waiting chunks."""
+        pieces = list(put_off.pieces)
+        merged = self._merge_many(list(map(str.encode, pieces)))
+        for buffer, ids in zip(put_off.pieces.values(), merged):
+            buffer += ids
+        self._store(dict(zip(pieces, merged)))
+        learned = {}
+        for chunk, buffer, parts in put_off.waiting:
+            buffer += b"".join(parts)
+            learned[chunk] = bytes(buffer)
+        self._store(learned)
 
     def _merge_many(self, pieces: list[bytes]) -> list[bytes]:
         """Packed ids of pieces that are not single tokens: in numpy if there are enough of them."""
         typecode, ranks = self.typecode, self.ranks
-        short = [p for p in pieces if len(p) < HEAP_THRESHOLD]
-        if len(short) < MIN_BATCH:
+        if len(pieces) < MIN_BATCH:
             return [array(typecode, bpe_ids(p, ranks)).tobytes() for p in pieces]
-        merged = dict(zip(short, self._merge_batches(short)))
-        return [merged[p] if len(p) < HEAP_THRESHOLD else array(typecode, bpe_ids(p, ranks)).tobytes()
-                for p in pieces]
-
-    def _merge_batches(self, pieces: list[bytes]) -> list[bytes]:
-        """merge_batch.py on `pieces` (split into batches of under MAX_BATCH_BYTES), packed per piece."""
         from . import merge_batch  # numpy: imported only when a batch is large enough to need it
 
         if self._pair_table is None:
-            self._pair_table = merge_batch.PairTable(self.ranks)
-        table, ranks = self._pair_table, self.ranks
+            self._pair_table = merge_batch.PairTable(ranks)
+        table = self._pair_table
 
         def finish(ids: list[int]) -> list[int]:
             return [ranks[p] for p in merge_parts(list(map(table.token_bytes.__getitem__, ids)), ranks)]
 
-        itemsize = array(self.typecode).itemsize
+        itemsize = array(typecode).itemsize
         out: list[bytes] = []
         for batch in _batches(pieces, merge_batch.MAX_BATCH_BYTES - 1):
             ids, counts = merge_batch.merge_batch(batch, table, finish)
-            data = ids.astype(self.typecode).tobytes()  # numpy reads 'H'/'I' as array does: native uint16/32
+            data = ids.astype(typecode).tobytes()  # numpy reads 'H'/'I' as array does: native uint16/32
             ends = [n * itemsize for n in accumulate(counts.tolist())]
             out.extend(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
         return out
 
+    # --------------------------------------------------------------------------------- storing
+    def _store_one(self, key: str, ids: bytes) -> None:
+        """Cache one entry within both limits (the cache is emptied first if it would not fit)."""
+        if len(key) <= MAX_CACHED_CHARS:
+            self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
+            if self.room < 0 or len(self) >= self.max_size:
+                self.clear()
+                self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
+            self[key] = ids
+
     def _store(self, new: dict[str, bytes]) -> None:
-        """Cache `new` within both limits: empty the cache first if it would not fit."""
+        """Cache many entries within both limits (the cache is emptied first if they would not fit)."""
         if max(map(len, new), default=0) > MAX_CACHED_CHARS:
             new = {key: ids for key, ids in new.items() if len(key) <= MAX_CACHED_CHARS}
         size = sum(map(len, new)) + sum(map(len, new.values())) + ENTRY_OVERHEAD * len(new)
-        if len(self) + len(new) > self.max_size or self.nbytes + size > self.max_bytes:
+        self.room -= size
+        if self.room < 0 or len(self) + len(new) > self.max_size:
             self.clear()
             if len(new) > self.max_size or size > self.max_bytes:
-                return  # more than the whole cache holds: used for this call only
+                return  # more than the whole cache may hold: used for this call only
+            self.room -= size
         self.update(new)
-        self.nbytes += size
 
 
 class ChunkCache(PieceCache):
     """text -> packed ids for chunks (several pre-tokens, see pattern.py) *and* single pieces.
 
-    A miss runs the pre-tokenisation regex on the new chunks (all of a call's at once, see
-    "Misses, in batches"); each piece is then looked up in this same dict (BPE on a miss) and the
-    chunks' ids are stored. Exact because chunk boundaries are proven pre-token boundaries. One
-    dict serves both levels because the value stored under any string s is always "the ids of s
-    encoded on its own": for a chunk by construction, for a piece because every piece is its own
-    only piece when pre-tokenised alone (pattern.py). A one-piece chunk such as " dog" therefore
-    costs one BPE and one entry, not two.
+    A miss runs the pre-tokenisation regex on the chunk alone; each piece is then looked up in this
+    same dict (BPE on a miss) and the chunk's ids are stored. Exact because chunk boundaries are
+    proven pre-token boundaries. One dict serves both levels because the value stored under any
+    string s is always "the ids of s encoded on its own": for a chunk by construction, for a piece
+    because every piece is its own only piece when pre-tokenised alone (pattern.py). A one-piece
+    chunk such as " dog" therefore costs one BPE and one entry, not two.
     """
 
     def __init__(self, ranks: dict[bytes, int], typecode: str, split_pieces: Callable[[str], list[str]],
-                 max_size: int = DEFAULT_CACHE_SIZE, max_bytes: int = DEFAULT_CACHE_BYTES):
+                 split_ascii: Callable[[str], list[str]], max_size: int = DEFAULT_CACHE_SIZE,
+                 max_bytes: int = DEFAULT_CACHE_BYTES):
         super().__init__(ranks, typecode, max_size, max_bytes)
         self.split_pieces = split_pieces
+        # For ASCII text: what split_pieces itself runs on it (pattern.py), without the Python call
+        # that chooses the route: a new chunk is short, so that call is a good part of its cost.
+        self.split_ascii = split_ascii
 
-    def _learn(self, flat: list[str], ids: list, texts: list[list[str]]) -> dict[str, bytes]:
-        """Ids of the new chunks of `flat` (each pre-tokenised alone), their new pieces merged together."""
-        get, split = self.get, self.split_pieces
-        one_piece: list[str] = []  # new chunks that are a single (new) piece
-        known: dict[str, bytes] = {}  # new chunks of several pieces, all of them known
-        waiting: list[tuple[str, list[str], list]] = []  # the others, until their new pieces are merged
-        new_pieces: list[str] = []
-        for chunk in dict.fromkeys(compress(flat, map(is_, ids, repeat(None)))):
-            pieces = split(chunk)
-            if len(pieces) == 1:
-                one_piece.append(chunk)
-                continue
-            piece_ids = list(map(get, pieces))
-            if all(piece_ids):
-                known[chunk] = b"".join(piece_ids)
-            else:
-                waiting.append((chunk, pieces, piece_ids))
-                new_pieces += compress(pieces, map(is_, piece_ids, repeat(None)))
-        new = self._learn_pieces(list(dict.fromkeys(chain(one_piece, new_pieces))))
-        for chunk, pieces, piece_ids in waiting:
-            known[chunk] = b"".join(map(new.get, pieces, piece_ids))
-        self._store(known)  # the one-piece chunks are stored already, as pieces
-        new.update(known)
-        return new
+    def __missing__(self, chunk: str) -> bytes | bytearray:
+        put_off = self._put_off
+        if put_off.active:
+            buffer = put_off.chunks.get(chunk)
+            if buffer is not None:  # seen before in this call, waiting for a merge
+                return buffer
+        pieces = self.split_ascii(chunk) if chunk.isascii() else self.split_pieces(chunk)
+        if len(pieces) == 1:
+            return self._learn_piece(chunk)
+        parts = list(map(self.get, pieces))
+        if not all(parts):
+            for i, piece in enumerate(pieces):
+                if parts[i] is None:
+                    parts[i] = self._learn_piece(piece)
+            if not all(map(bytes.__instancecheck__, parts)):  # a buffer: wait for the merges
+                buffer = put_off.chunks[chunk] = bytearray()
+                put_off.waiting.append((chunk, buffer, parts))
+                return buffer
+        ids = b"".join(parts)
+        self._store_one(chunk, ids)
+        return ids
 
 
 def _batches(pieces: list[bytes], max_bytes: int):

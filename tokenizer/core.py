@@ -16,12 +16,17 @@ encode_batch()'s worker processes pass them on as they are (see bpe.py, parallel
 
 Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
 files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
+
+Reference: tokenizer/reference_bpe.py `ReferenceTokenizer` computes the same ids with none of the speed
+(tests/test_reference_bpe.py). Read first: `Tokenizer.encode` -> `_encode_packed` -> `_packed_ordinary`,
+then bpe.py. Bookkeeping a first reading may skip: the `_validate_*` checks, the fingerprint, the files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from array import array
 from base64 import b64encode
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -32,7 +37,7 @@ from typing import Literal
 import regex
 
 from .bpe import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges, id_typecode
-from .pattern import GPT2_PATTERN, chunk_splitter, piece_splitter
+from .pattern import GPT2_ASCII_PATTERN, GPT2_PATTERN, chunk_splitter, piece_splitter
 from .unicode_data import UNICODE_VERSION
 
 EOT = "<|endoftext|>"
@@ -128,7 +133,11 @@ class Tokenizer:
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
-            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size, cache_bytes)
+            # Chunks exist for GPT-2's pattern only, whose ASCII twin splits ASCII text exactly like it
+            # (pattern.py; ASCII characters are classified alike by every Unicode version).
+            split_ascii = re.compile(GPT2_ASCII_PATTERN).findall
+            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, split_ascii,
+                                                 cache_size, cache_bytes)
             self._split_text = split_chunks
         else:
             self._cache = PieceCache(ranks, self._typecode, cache_size, cache_bytes)

@@ -1,5 +1,9 @@
 """Train a byte-level BPE vocabulary: exact, HF-tokenizers-identical merges, in pure Python.
 
+Reference: tokenizer/reference_bpe.py `train_merges` recounts every pair before every merge, in a few
+lines; tests/test_reference_bpe.py and tests/test_learn_bpe.py hold this module to its merges. Read first:
+`_merge_loop`; the packed ints, the heap and the index below are how it is made fast.
+
 What BPE training computes
 --------------------------
 Start with the 256 byte tokens (ids 0..255 in GPT-2's byte order, see byte_order.py). Repeatedly

@@ -1,5 +1,8 @@
 """Count pre-tokens ("words") over a stream of documents, in parallel worker processes.
 
+Reference: tokenizer/reference_bpe.py `ReferenceTokenizer.train`'s one line,
+`Counter(piece.encode() for text in texts for piece in split(text))`.
+
 BPE training never looks across a pre-token boundary (see tokenizer/pattern.py), so the corpus can
 be reduced to a multiset: {pre-token bytes: how often it occurs}. Natural text is extremely
 repetitive at this level -- the ~2 MB python-docs corpus has ~460,000 pre-tokens but only ~19,000

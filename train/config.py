@@ -11,7 +11,6 @@ resolved later by the trainer, which has the shards open; the arithmetic lives i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -291,17 +290,3 @@ class BatchWarmup:
         return (f"batch warm-up: {self.tokens_per_row:,} -> {self.full * self.tokens_per_row:,} tokens/step over the "
                 f"first {self.warmup:,} tokens ({self._full_from:,} steps at a smaller batch)")
 
-
-def lr_at(step: int, train: TrainSection, max_steps: int) -> float:
-    """Linear warmup over `warmup_steps`, then half a cosine from max_lr down to min_lr at max_steps.
-
-    Warmup starts at max_lr / warmup (not 0, which would waste the first step); the learning rate
-    after max_steps stays at min_lr, so a run extended by resuming with a larger budget is well defined.
-    """
-    if step < train.warmup_steps:
-        return train.max_lr * (step + 1) / train.warmup_steps
-    if step >= max_steps:
-        return train.min_lr
-    progress = (step - train.warmup_steps) / max(1, max_steps - train.warmup_steps)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return train.min_lr + coeff * (train.max_lr - train.min_lr)

@@ -13,6 +13,11 @@ whole batch (backward sums into .grad), and DDP averages over processes, so the 
 
 Everything that can be wrong with the inputs (shards, tokenizer, checkpoint, config) is checked in
 `Trainer.__init__`, before the first step, so a mistake costs seconds rather than a GPU-night.
+
+Read first: `Trainer.train_step` (the step above, in code; the schedule is train/optim.py `lr_at`), then
+`Trainer.run` (the loop: step, log, evaluate, checkpoint). Bookkeeping a first reading may skip (marked
+`# bookkeeping:`): the checks and resume in `Trainer.__init__`, checkpoints (`Trainer.save`), logging, ETA
+and MFU.
 """
 
 from __future__ import annotations
@@ -40,11 +45,11 @@ from train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from train.config import BatchPlan, BatchWarmup, PretrainConfig, batch_plan, lr_at
+from train.config import BatchPlan, BatchWarmup, PretrainConfig, batch_plan
 from train.init_from import SCRATCH, initial_weights
 from train.loader import ShuffledLoader, TokenWindows, VerifiedShards, eval_window_ids
 from train.logger import RunLogger, WandbLoginError, check_wandb_login, format_duration, format_train_line
-from train.optim import make_optimizer, set_lr
+from train.optim import lr_at, make_optimizer, set_lr
 from train.run_dir import RunExistsError
 from train.val_loss import window_loss
 
@@ -181,7 +186,7 @@ class Trainer:
                                      windows=self.data.windows("train", self.seq_len))
         self.val_windows = self.data.windows("val", self.seq_len)
 
-        # --- resume: refuse other data / another architecture before building anything ---
+        # --- bookkeeping: resume; refuse other data / another architecture before building anything ---
         self.checkpoint_path = cfg.out_dir / CHECKPOINT_NAME
         self.state: dict[str, Any] | None = None
         if resume:
@@ -450,6 +455,7 @@ class Trainer:
             dt = time.time() - t0
             step += 1
             losses.append(loss)
+            # bookkeeping: timing, ETA, MFU and the log line; the training happened in train_step above
             recent = (recent + [dt])[-20:]
             if len(recent) > 1 and step - self.start_step <= 3:
                 recent = recent[1:]  # the first step includes compilation and warmup: keep it out of the ETA
@@ -467,6 +473,7 @@ class Trainer:
             stopping = final or (self.stop_at_step is not None and step >= self.stop_at_step)
             if self.evaluate_enabled and (step % self.cfg.eval.every == 0 or final or self._other_eval_due(step)):
                 last_eval = self.evaluate(step, final)
+            # bookkeeping: a checkpoint, which is where a resumed run starts again
             if self.save_enabled and (step % self.cfg.train.checkpoint_every == 0 or stopping):
                 metrics = {"loss": loss}
                 if "val_loss" in last_eval:
