@@ -414,6 +414,10 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         return mf.read_manifest(out_dir)
     if fresh.changed:   # say why the documents are about to be replaced
         log(f"data: {fresh.reason}: rebuilding {out_dir}")
+    if executor == RAY:   # before anything is changed: Ray is installed, the cluster answers
+        from pipelines.executors.ray_cluster import preflight
+
+        preflight()
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.remove_manifest(out_dir)
     _remove_leftovers(out_dir, progress=False)

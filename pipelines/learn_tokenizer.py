@@ -251,6 +251,10 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         training = mf.read_json(out_dir / "report.json", REPORT)["training"]
         mf.remove_manifest(out_dir)
     else:
+        if executor == RAY:   # before anything is changed: Ray is installed, the cluster answers
+            from pipelines.executors.ray_cluster import preflight
+
+            preflight()
         out_dir.mkdir(parents=True, exist_ok=True)
         mf.remove_manifest(out_dir)
         tok, training = _train(recipe, cfg, raw_dir, out_dir, n_train_docs, progress_bar, log, executor)

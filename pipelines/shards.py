@@ -356,6 +356,10 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
     elif fresh.changed:   # e.g. after SET=shards.format=arrow, a plain `make shards` goes back to npy: say so
         log(f"shards: {fresh.reason}: rebuilding {out_dir}")
     workers = workers or recipe.section("shards")["workers"] or os.cpu_count() or 1
+    if executor == RAY:   # before anything is changed: Ray is installed, the cluster answers
+        from pipelines.executors.ray_cluster import preflight
+
+        preflight()
 
     from contract.raw import raw_files
 

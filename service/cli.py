@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"service: pages: the tokenizer playground http://{args.host}:{args.port}/ and the shard browser "
           f"http://{args.host}:{args.port}/shards (artifacts: {settings.artifacts_dir})", file=sys.stderr, flush=True)
     for m in models:
-        routes = "/v1/chat/completions, /v1/completions and the web chat /chat" if m.kind == "chat" \
-            else "/v1/completions"
+        routes = f"/v1/chat/completions, /v1/completions and the web chat http://{args.host}:{args.port}/chat" \
+            if m.kind == "chat" else "/v1/completions"
         print(f"service: model {m.id} ({m.kind}, step {m.step}, {m.model.num_params():,} parameters, context "
               f"{m.context_length}, {m.device}, {settings.threads} thread(s)) on {routes}", file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to die "by signal";
