@@ -19,6 +19,10 @@ damaged file is redone (with every file after it: the stream can only restart wh
 file ended), never trusted. It continues the stream at the recorded row (`load_state_dict`, or by
 skipping rows for local sources). The manifest is written last.
 
+Executors. `_fetch_here` reads the stream in this process. With `--executor ray` (EXECUTOR=ray) each input
+file is fetched by a Ray task and the driver replays this module's decisions over what the tasks staged,
+so the part files and the manifest are the same bytes (pipelines/executors/ray_data.py).
+
 Read first: `_fetch_here`, its loop over the stream's records: read a record, `_normalize` it, drop a
 repeated id, append it to the part file. Bookkeeping a first reading may skip (marked `# bookkeeping:` below): the
 up-to-date check in `run`, resume (`_Progress`, `_keep_intact_prefix`), `_remove_leftovers`, the Ray executor.

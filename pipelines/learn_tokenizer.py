@@ -29,8 +29,9 @@ heldout_documents still measures bytes per token, and the source file's sha256 i
 file is taken again.
 
 Read first: `_train` (the texts -> tokenizer/core.py `Tokenizer.train` -> tokenizer/learn_bpe.py, whose
-readable twin is tokenizer/reference_bpe.py `train_merges`). Bookkeeping a first reading may skip (marked `# bookkeeping:`):
-the up-to-date check and report refresh in `run`, ready-made tokenizers (`tokenizer_source`, `take_tokenizer`).
+readable twin is tokenizer/reference_bpe.py `train_merges`). Bookkeeping a first reading may skip (marked
+`# bookkeeping:`): the up-to-date check and report refresh in `run`, ready-made tokenizers
+(`tokenizer_source`, `take_tokenizer`).
 """
 
 from __future__ import annotations

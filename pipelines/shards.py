@@ -29,6 +29,11 @@ The journal stays when the stage is done. When a later up-to-date check finds a 
 the manifest edited), the same resume path repairs the directory: the shards before the first
 damaged one are kept and the rest re-encoded, instead of re-encoding everything.
 
+Executors. The workers above are processes of this machine. With `--executor ray` (EXECUTOR=ray) the
+same `encode_task` and the same `ShardWriter` run as tasks on a Ray cluster, in two phases (encode
+ranges, then write each shard from prefix sums of token counts), with the same journal: the same bytes,
+and either executor resumes the other's run (pipelines/executors/ray_shards.py).
+
 Read first: `encode_task` (a row group's documents -> eot + ids each) and `ShardsJob.encode_split` (the
 ids, in order, into contract/shard_format.py's `ShardWriter.add`). Bookkeeping a first reading may skip
 (marked `# bookkeeping:`): the journal and resume (`Journal`, `read_journal`, `_resume_or_start`,
@@ -418,6 +423,7 @@ def run(recipe: Recipe, force: bool = False, progress_bar: bool = True, log=prin
         stage="shards", recipe=recipe.name, config=cfg, inputs=inputs,
     )
     mf.write_manifest(out_dir, manifest)   # the journal stays: it lets a later run repair a damaged shard
+    shutil.rmtree(out_dir / RAY_SPILL, ignore_errors=True)   # what an interrupted Ray run encoded, if any
     tokens = sum(manifest["splits"][s]["tokens"] for s in splits)
     log(f"shards: {tokens:,} tokens in " + ", ".join(
         f"{s} {len(manifest['splits'][s]['shards'])} shard(s)/{manifest['splits'][s]['documents']} docs"

@@ -83,8 +83,8 @@ import heapq
 import struct
 import threading
 from array import array
-from collections.abc import Callable
-from itertools import accumulate, chain
+from collections.abc import Callable, Iterable
+from itertools import accumulate
 
 # Larger than any rank: "this pair is not in the vocabulary".
 NO_RANK = 1 << 62
@@ -298,28 +298,25 @@ class PieceCache(dict):
             return b"".join(map(self.__getitem__, pieces))
         return self.packed_many([pieces])[0]
 
-    def packed_many(self, texts: list[list[str]]) -> list[bytes]:
-        """Packed ids of several texts, each given as its pieces; their new pieces are merged together."""
-        flat = texts[0] if len(texts) == 1 else list(chain.from_iterable(texts))
+    def packed_many(self, texts: Iterable[list[str]]) -> list[bytes]:
+        """Packed ids of several texts, each given as its pieces; their new pieces are merged together.
+
+        Texts are looked up one at a time (pass an iterator: then only one text's pieces exist at a
+        time); what each lookup gives -- packed ids, or the buffer of something put off -- is kept
+        until the put-off merges are done, then each text is joined."""
         put_off = self._put_off
         gc_was_enabled = gc.isenabled()
         gc.disable()  # what is made meanwhile holds only strings and bytes: no cycle to look for
         put_off.start()
         try:
-            ids = list(map(self.__getitem__, flat))
+            ids_per_text = [list(map(self.__getitem__, pieces)) for pieces in texts]
             if put_off.pieces:
                 self._merge_put_off(put_off)
         finally:
             put_off.stop()
             if gc_was_enabled:
                 gc.enable()
-        if len(texts) == 1:
-            return [b"".join(ids)]
-        out, start = [], 0
-        for n in map(len, texts):
-            out.append(b"".join(ids[start : start + n]))
-            start += n
-        return out
+        return list(map(b"".join, ids_per_text))
 
     def __missing__(self, piece: str) -> bytes | bytearray:
         return self._learn_piece(piece)

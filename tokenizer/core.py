@@ -272,7 +272,7 @@ class Tokenizer:
     def _packed_ordinary_many(self, texts: list[str]) -> list[bytes]:
         """_packed_ordinary of every text, with the misses of all of them learned together (bpe.py)."""
         try:
-            return self._cache.packed_many(list(map(self._split_text, texts)))
+            return self._cache.packed_many(map(self._split_text, texts))
         except UnicodeEncodeError:  # a lone surrogate somewhere: repair the texts that need it
             return list(map(self._packed_ordinary, texts))
 
