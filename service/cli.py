@@ -1,6 +1,9 @@
 """Command line: `python -m service` (what `make serve` runs).
 
 Settings resolve as: flags > the recipe's [serve] section (with --config) > built-in defaults.
+With --checkpoint / --base-checkpoint (or --models: the recipe's sft/ and pretrain/ checkpoints) the models
+are loaded too, before any worker starts (a bad checkpoint fails fast) and, with several workers, again in
+each one, for the OpenAI-compatible API and the web chat (service/models.py, openai_api.py, chat_page.py).
 With several workers we drive uvicorn's multiprocess supervisor ourselves (see main) to set one
 socket option uvicorn.run would not.
 
@@ -94,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(str(e))
     else:
         base = dataclasses.asdict(ServeSection())
-        if not (args.tokenizer or args.gpt2 or args.checkpoint or args.base_checkpoint):
+        if not (args.tokenizer or args.gpt2 or args.checkpoint or args.base_checkpoint or args.models):
             p.error("say what to serve: --tokenizer PATH, --gpt2 ENCODER_JSON VOCAB_BPE, --config RECIPE, "
                     "or --checkpoint PATH")
     for key in ("host", "port", "workers", *LIMIT_KEYS):

@@ -105,8 +105,8 @@ MAX_CACHED_CHARS = 512
 MIN_BATCH = 96
 # A text of fewer chunks learns its misses one by one (PieceCache.packed): it cannot bring enough
 # new pieces for collecting them to pay off.
-MIN_BATCH_TEXT = 2000
-LONG_CHUNK_CHARS = 10000
+MIN_BATCH_TEXT = 16384
+SHORT_KEY_CHARS = 64
 
 
 def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
@@ -243,26 +243,21 @@ def id_typecode(n_vocab: int) -> str:
     return "H" if n_vocab <= 1 << 16 else "I"
 
 
-class _PutOff(threading.local):
-    """Per thread, during one packed_many call: the merges put off until the end of the call.
+class _PutOff:
+    """What one packed_many call has put off: new pieces to merge together at its end.
 
-    pieces: {piece: the buffer its packed ids will be written to}; chunks: the same for chunks
-    waiting for some of those pieces, and `waiting` lists them with their parts (packed ids, or
-    the buffers of their pieces). Per thread, so that threads sharing a tokenizer never fill or
-    read each other's buffers.
+    pieces: {piece: the buffer its packed ids will be written to}; chunks: the same for the chunks
+    waiting for some of those pieces, and `waiting` lists those with their parts (packed ids, or
+    the buffers of their pieces). `thread`: only the thread that runs the call puts anything off.
     """
 
-    active = False
+    __slots__ = ("thread", "pieces", "chunks", "waiting")
 
-    def start(self) -> None:
-        self.active = True
+    def __init__(self):
+        self.thread = threading.get_ident()
         self.pieces: dict[str, bytearray] = {}
         self.chunks: dict[str, bytearray] = {}
         self.waiting: list[tuple[str, bytearray, list]] = []
-
-    def stop(self) -> None:
-        self.active = False
-        self.pieces, self.chunks, self.waiting = {}, {}, []
 
 
 class PieceCache(dict):
@@ -286,10 +281,11 @@ class PieceCache(dict):
         self.typecode = typecode
         self.max_size = max_size
         self.max_bytes = max_bytes
-        self.room = max_bytes  # max_bytes less what the entries hold (see nbytes)
+        self.room = max_bytes  # what the long entries may still take (see _room_for_long)
         self._pack_id = struct.Struct("=" + typecode).pack
         self._pair_table = None  # merge_batch.PairTable, built on the first batch that needs it
-        self._put_off = _PutOff()
+        self._put_off: _PutOff | None = None  # that of the packed_many call running now, if any
+        self._putting_off = threading.Lock()  # one call at a time puts off; others merge on the spot
 
     # ------------------------------------------------------------------------------ the way in
     def packed(self, pieces: list[str]) -> bytes:
@@ -303,17 +299,20 @@ class PieceCache(dict):
 
         Texts are looked up one at a time (pass an iterator: then only one text's pieces exist at a
         time); what each lookup gives -- packed ids, or the buffer of something put off -- is kept
-        until the put-off merges are done, then each text is joined."""
-        put_off = self._put_off
+        until the put-off merges are done, then each text is joined.
+        """
+        if not self._putting_off.acquire(blocking=False):  # another thread is putting off: don't wait
+            return [b"".join(map(self.__getitem__, pieces)) for pieces in texts]
         gc_was_enabled = gc.isenabled()
         gc.disable()  # what is made meanwhile holds only strings and bytes: no cycle to look for
-        put_off.start()
+        self._put_off = put_off = _PutOff()
         try:
             ids_per_text = [list(map(self.__getitem__, pieces)) for pieces in texts]
             if put_off.pieces:
                 self._merge_put_off(put_off)
         finally:
-            put_off.stop()
+            self._put_off = None
+            self._putting_off.release()
             if gc_was_enabled:
                 gc.enable()
         return list(map(b"".join, ids_per_text))
@@ -325,11 +324,6 @@ class PieceCache(dict):
         super().clear()
         self.room = self.max_bytes
 
-    @property
-    def nbytes(self) -> int:
-        """What the entries hold, as counted against max_bytes (keys, ids, ENTRY_OVERHEAD each)."""
-        return self.max_bytes - self.room
-
     # -------------------------------------------------------------------------------- learning
     def _learn_piece(self, piece: str) -> bytes | bytearray:
         """Packed ids of a piece not in the cache, now stored; or, if put off, its buffer."""
@@ -337,15 +331,19 @@ class PieceCache(dict):
         rank = self.ranks.get(raw)
         if rank is not None:  # the whole piece is a token: by far the most common case
             ids = self._pack_id(rank)
-        elif self._put_off.active and len(raw) < HEAP_THRESHOLD:
-            put_off = self._put_off
-            buffer = put_off.pieces.get(piece)
-            if buffer is None:
-                buffer = put_off.pieces[piece] = bytearray()
-            return buffer
         else:
+            put_off = self._put_off
+            if put_off is not None and put_off.thread == threading.get_ident() and len(raw) < HEAP_THRESHOLD:
+                buffer = put_off.pieces.get(piece)
+                if buffer is None:
+                    buffer = put_off.pieces[piece] = bytearray()
+                return buffer
             ids = array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
-        self._store_one(piece, ids)
+        # _store_one(piece, ids), inlined: this runs for every new piece
+        if len(piece) <= SHORT_KEY_CHARS or self._room_for_long(piece, ids):
+            if len(self) >= self.max_size:
+                self.clear()
+            self[piece] = ids
         return ids
 
     def _merge_put_off(self, put_off: _PutOff) -> None:
@@ -354,11 +352,10 @@ class PieceCache(dict):
         merged = self._merge_many(list(map(str.encode, pieces)))
         for buffer, ids in zip(put_off.pieces.values(), merged):
             buffer += ids
-        self._store(dict(zip(pieces, merged)))
-        learned = {}
-        for chunk, buffer, parts in put_off.waiting:
-            buffer += b"".join(parts)
-            learned[chunk] = bytes(buffer)
+        learned = dict(zip(pieces, merged))
+        for chunk, buffer, parts in put_off.waiting:  # their parts are filled now
+            ids = learned[chunk] = b"".join(parts)
+            buffer += ids
         self._store(learned)
 
     def _merge_many(self, pieces: list[bytes]) -> list[bytes]:
@@ -387,24 +384,31 @@ class PieceCache(dict):
     # --------------------------------------------------------------------------------- storing
     def _store_one(self, key: str, ids: bytes) -> None:
         """Cache one entry within both limits (the cache is emptied first if it would not fit)."""
-        if len(key) <= MAX_CACHED_CHARS:
+        if len(key) > SHORT_KEY_CHARS and not self._room_for_long(key, ids):
+            return
+        if len(self) >= self.max_size:
+            self.clear()
+        self[key] = ids
+
+    def _room_for_long(self, key: str, ids: bytes) -> bool:
+        """Count a long entry against max_bytes (emptying the cache if needed); False: do not cache it."""
+        if len(key) > MAX_CACHED_CHARS:
+            return False
+        self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
+        if self.room < 0:
+            self.clear()
             self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
-            if self.room < 0 or len(self) >= self.max_size:
-                self.clear()
-                self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
-            self[key] = ids
+        return True
 
     def _store(self, new: dict[str, bytes]) -> None:
-        """Cache many entries within both limits (the cache is emptied first if they would not fit)."""
-        if max(map(len, new), default=0) > MAX_CACHED_CHARS:
-            new = {key: ids for key, ids in new.items() if len(key) <= MAX_CACHED_CHARS}
-        size = sum(map(len, new)) + sum(map(len, new.values())) + ENTRY_OVERHEAD * len(new)
-        self.room -= size
-        if self.room < 0 or len(self) + len(new) > self.max_size:
+        """_store_one for many entries: the long ones one by one, the others in one dict.update."""
+        if max(map(len, new), default=0) > SHORT_KEY_CHARS:
+            for key in [key for key in new if len(key) > SHORT_KEY_CHARS]:
+                self._store_one(key, new.pop(key))
+        if len(self) + len(new) > self.max_size:
             self.clear()
-            if len(new) > self.max_size or size > self.max_bytes:
+            if len(new) > self.max_size:
                 return  # more than the whole cache may hold: used for this call only
-            self.room -= size
         self.update(new)
 
 
@@ -430,24 +434,30 @@ class ChunkCache(PieceCache):
 
     def __missing__(self, chunk: str) -> bytes | bytearray:
         put_off = self._put_off
-        if put_off.active:
+        if put_off is not None and put_off.thread == threading.get_ident():
             buffer = put_off.chunks.get(chunk)
-            if buffer is not None:  # seen before in this call, waiting for a merge
+            if buffer is not None:  # met before in this call, waiting for a put-off merge
                 return buffer
         pieces = self.split_ascii(chunk) if chunk.isascii() else self.split_pieces(chunk)
         if len(pieces) == 1:
             return self._learn_piece(chunk)
-        parts = list(map(self.get, pieces))
-        if not all(parts):
-            for i, piece in enumerate(pieces):
-                if parts[i] is None:
-                    parts[i] = self._learn_piece(piece)
-            if not all(map(bytes.__instancecheck__, parts)):  # a buffer: wait for the merges
-                buffer = put_off.chunks[chunk] = bytearray()
-                put_off.waiting.append((chunk, buffer, parts))
-                return buffer
+        parts = []
+        get = self.get
+        for piece in pieces:
+            ids = get(piece)
+            if ids is None:
+                ids = self._learn_piece(piece)
+            parts.append(ids)
+        if put_off is not None and bytearray in map(type, parts):  # some piece put off: wait for it
+            buffer = put_off.chunks[chunk] = bytearray()
+            put_off.waiting.append((chunk, buffer, parts))
+            return buffer
         ids = b"".join(parts)
-        self._store_one(chunk, ids)
+        # _store_one(chunk, ids), inlined: this runs for every new chunk
+        if len(chunk) <= SHORT_KEY_CHARS or self._room_for_long(chunk, ids):
+            if len(self) >= self.max_size:
+                self.clear()
+            self[chunk] = ids
         return ids
 
 
