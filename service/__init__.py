@@ -44,8 +44,13 @@ budget (the work budget; encoding and decoding in bounded steps), shutdown (the 
 app (FastAPI endpoints), cli (`python -m service`), client (a small stdlib HTTP client). Tests and
 benchmarks start the service as a child process with harness/service_process.py.
 
-The service is an application on top of the library: it imports the tokenizer and the recipe
-contract (for --config), and nothing of the tokenizer imports it.
+Served on the same app when asked (`--checkpoint`, `--models`, `make chat-web`): the OpenAI-compatible
+API for trained models (openai_api, with models + generation: one model thread per worker, streams
+taking turns token by token, each request with its own KV cache and seeded generator) and the web chat
+page that talks to it (chat_page); and the tokenizer playground and shard browser (pages*.py, static/).
+
+The service is an application on top of the library: it imports the tokenizer, the recipe contract
+(for --config), and the model and checkpoint loading for the chat API; nothing below imports it.
 """
 
 from .app import API_VERSION, FINGERPRINT_HEADER, app_from_env, create_app

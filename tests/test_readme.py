@@ -1,4 +1,4 @@
-"""README.md's examples stay true.
+"""README.md's examples stay true, and so do those of the pages it links to (docs/*.md).
 
 - Every ```python block runs, statement by statement, in a fresh working directory that holds what
   the README assumes a reader has: GPT-2's `encoder.json` and `vocab.bpe`, the demo recipe's
@@ -39,6 +39,8 @@ from pipeline_helpers import write_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+# The operations pages the README links to (the service, crash safety): checked exactly as the README is.
+DOCUMENTS = [README, *sorted((REPO / "docs").glob("*.md"))]
 
 # A block whose text contains the key is not run; the value says why. Only for what needs the
 # network, a GPU or a real trained checkpoint; keep the key a stable phrase of that block.
@@ -65,11 +67,12 @@ SOURCE_DIRS = ("bench", "configs", "contract", "harness", "mk", "model", "pipeli
 @dataclass(frozen=True)
 class Block:
     lang: str
-    line: int  # README line of the block's first code line
+    line: int  # line of the block's first code line in its file
     code: str
+    file: str = "README.md"  # README.md or docs/<page>.md
 
 
-def fenced_blocks(text: str) -> list[Block]:
+def fenced_blocks(text: str, file: str = "README.md") -> list[Block]:
     blocks: list[Block] = []
     fence, lang, start, lines = None, "", 0, []
     for n, line in enumerate(text.splitlines(), 1):
@@ -78,11 +81,11 @@ def fenced_blocks(text: str) -> list[Block]:
             if m:
                 fence, lang, start, lines = m.group(1), m.group(2).lower(), n + 1, []
         elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-            blocks.append(Block(lang, start, "\n".join(lines) + "\n"))
+            blocks.append(Block(lang, start, "\n".join(lines) + "\n", file))
             fence = None
         else:
             lines.append(line)
-    assert fence is None, f"README.md: the code fence opened at line {start - 1} is never closed"
+    assert fence is None, f"{file}: the code fence opened at line {start - 1} is never closed"
     return blocks
 
 
@@ -100,8 +103,10 @@ def unfenced_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-README_TEXT = README.read_text(encoding="utf-8")
-BLOCKS = fenced_blocks(README_TEXT)
+DOC_TEXTS = {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8") for path in DOCUMENTS}
+# The commands, targets and paths checks read every document as one text.
+README_TEXT = "\n".join(DOC_TEXTS.values())
+BLOCKS = [block for name, text in DOC_TEXTS.items() for block in fenced_blocks(text, name)]
 PYTHON_BLOCKS = [b for b in BLOCKS if b.lang in PYTHON_LANGS]
 
 
@@ -157,7 +162,7 @@ def run_block(code: str, first_line: int, namespace: dict[str, Any], filename: s
     comments = {row + first_line - 1: text for row, text in trailing_comments(code).items()}
     last_on_row = {stmt.end_lineno: i for i, stmt in enumerate(tree.body)}
     for i, stmt in enumerate(tree.body):
-        where = f"README.md:{stmt.lineno}"
+        where = f"{Path(filename).name}:{stmt.lineno}"
         comment = comments.get(stmt.end_lineno) if last_on_row[stmt.end_lineno] == i else None
         expected_error = EXPECTED_ERROR.match(comment) if comment else None
         if expected_error:
@@ -256,7 +261,8 @@ def test_readme_has_python_examples():
     assert PYTHON_BLOCKS, "no ```python block found in README.md: has the fence syntax changed?"
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"line{b.line}" for b in PYTHON_BLOCKS])
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[
+    f"line{b.line}" if b.file == "README.md" else f"{b.file}:line{b.line}" for b in PYTHON_BLOCKS])
 def test_python_block(block: Block, readme_env: ReadmeEnv, tmp_path, monkeypatch, torch_one_thread):
     reason = skip_reason(block)
     if reason:
@@ -269,7 +275,7 @@ def test_python_block(block: Block, readme_env: ReadmeEnv, tmp_path, monkeypatch
     code = block.code.replace(SERVICE_URL, readme_env.service_url)
     namespace: dict[str, Any] = {"__name__": "__readme__", "texts": list(readme_env.texts)}
     assert set(namespace) - {"__name__"} == set(PROVIDED_NAMES)
-    run_block(code, block.line, namespace)
+    run_block(code, block.line, namespace, filename=str(REPO / block.file))
 
 
 def test_skip_list_names_blocks_that_exist():
@@ -294,7 +300,7 @@ def test_block_runner_checks_documented_values():
 
 def test_python_examples_are_fenced():
     """An indented block with imports is Python that no test would run: it must be a ```python fence."""
-    lines = unfenced_lines(README_TEXT)
+    lines = [line for text in DOC_TEXTS.values() for line in unfenced_lines(text)]
     offenders = [n for i, (n, line) in enumerate(lines)
                  if re.match(r"^ {4,}(from [\w.]+ import |import [\w.]+)", line)
                  and (i == 0 or not lines[i - 1][1].strip() or lines[i - 1][1].startswith("    "))]

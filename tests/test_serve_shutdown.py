@@ -1,6 +1,6 @@
 """SIGTERM with requests in progress, on a real `python -m service` process and real sockets.
 
-What is promised (README, "Tokenisation service"): requests in progress finish if they can within
+What is promised (docs/service.md, "Tokenisation service"): requests in progress finish if they can within
 `shutdown_timeout`; a request that arrives while the service drains, and one that could not finish in
 time, is answered 503 {"error": "shutting_down"} with Connection: close, never a 500; the process exits
 0 without waiting out the timeout once nothing is in progress. The slow request is real work: distinct
