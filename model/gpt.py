@@ -118,7 +118,9 @@ class KVCache:
         B, H, T, Q = k.shape
         end = self.pos + T
         if self._kv is None:
-            self._kv = k.new_zeros((self.config.n_layer, 2, B, H, self.config.block_size, Q))
+            # empty, not zeros: only positions [0, end) are ever read, and they are written first, so
+            # zero-filling the whole context (75 MB at GPT-2's shape) would only delay the first token
+            self._kv = k.new_empty((self.config.n_layer, 2, B, H, self.config.block_size, Q))
         elif self._kv.shape[2] != B:
             raise ValueError(f"KV cache holds batch size {self._kv.shape[2]}, got a batch of {B}")
         self._kv[layer, 0, :, :, self.pos : end] = k

@@ -56,24 +56,33 @@ encoding a text is one cheap `re.findall`, one dict lookup per chunk and one joi
 
 Misses, in batches
 ------------------
-What is not in the cache is learned a whole text (or a whole batch of texts) at a time, never one
-chunk at a time: a Python call per new chunk, a regex call per new chunk and a merge loop per new
-piece would cost more than everything else together. `packed_many` looks every chunk up (C), and
-if some are new:
-  1. the new chunks are glued together and pre-tokenised by *one* regex call. Exact because every
-     chunk except a text's first and last is whitespace followed by non-whitespace, so gluing them
-     only creates cuts between a non-space and a space, which pattern.py proves no piece crosses;
-     the first and last chunk of each text are split on their own (they may start with a letter
-     or be all whitespace). Which pieces belong to which chunk follows from the piece lengths;
-  2. the pieces are looked up, and the new ones merged all together: by merge_batch.py (numpy,
-     for MIN_BATCH pieces or more) or one by one by the loop above;
-  3. pieces and chunks go into the cache, and the text is joined as on a hit.
+On text the caches have not seen, each new piece that is not a token already runs the merge loop,
+~5 us of interpreter time for a short word: that loop, not the lookups, is what new text costs.
+Tokenizer.encode_to_arrays (a row group of `make shards`), encode_batch's jobs and very long texts
+therefore go through `packed_many`, which puts those merges off and does them all together at the
+end (merge_batch.py: the same loop, run for thousands of pieces at once in numpy, ~1 us a piece):
+  1. the texts' chunks are looked up exactly as on a hit, one `map(cache.__getitem__, ...)` per text;
+     a new chunk is pre-tokenised and its pieces looked up by __missing__ as usual. A new piece
+     that is a whole token is learned on the spot (one lookup); one that needs merging is put off:
+     __missing__ returns an empty bytearray for it, the same one every time it is met again in the
+     call, and so does a chunk that contains such a piece;
+  2. `b"".join` accepts a bytearray wherever it accepts bytes and reads it when it joins, so the
+     lists of looked-up ids are kept as they are until step 3 has filled the buffers;
+  3. the put-off pieces are merged together, their buffers filled and stored, then the buffers of
+     the waiting chunks (a join of their parts, now all filled), and only then each text is joined.
+Nothing is looked up twice and no pass is added for text already seen, which is why this pays even
+though a new chunk costs more in Python than its merges. Short texts, which bring a handful of
+new pieces at most, merge them on the spot (MIN_BATCH_TEXT), and so does a batch with fewer than
+MIN_BATCH pieces to merge. Only the thread running `packed_many` puts anything off: another thread
+encoding with the same tokenizer meanwhile merges on the spot, so no thread ever joins a buffer
+another one has yet to fill.
 
 Memory. The cache is emptied when it is full (cheaper than LRU bookkeeping on every hit, at the
-cost of re-warming), and "full" counts both entries (`max_size`) and bytes (`max_bytes`: keys,
-values and ENTRY_OVERHEAD per entry), so a stream of long distinct pieces cannot grow a process
-however few entries it makes. Keys longer than MAX_CACHED_CHARS are never cached at all: a
-one-off 100,000-space run would otherwise evict everything for an entry nobody asks for again.
+cost of re-warming), and "full" counts both entries (`max_size`) and bytes (`max_bytes`: each entry
+counts len(key) + len(packed ids) + ENTRY_OVERHEAD, CPython's share of a str, a bytes and a dict
+slot), so a stream of long distinct pieces cannot grow a process however few entries it makes.
+Keys longer than MAX_CACHED_CHARS are never cached at all: a one-off 100,000-space run would
+otherwise empty the cache for an entry nobody asks for again.
 """
 
 from __future__ import annotations
@@ -91,22 +100,21 @@ NO_RANK = 1 << 62
 # Pieces at least this long use the heap (O(n log n)) instead of the rescanning loop (O(n^2)).
 # tiktoken uses 100 too; below it the simple loop's lower constant wins.
 HEAP_THRESHOLD = 100
-# Default cap on cache entries; an entry (key string, packed ids, dict slot) is ~150 bytes.
+# Default cap on cache entries; an entry (key string, packed ids, dict slot) is ~150-200 bytes.
 DEFAULT_CACHE_SIZE = 500_000
-# Default cap on what the entries hold, counted as len(key) + len(packed ids) + ENTRY_OVERHEAD.
+# Default cap on what the entries hold, counted as len(key) + len(packed ids) + ENTRY_OVERHEAD each.
 DEFAULT_CACHE_BYTES = 128 * 2**20
-# CPython's share of one entry beyond its characters and id bytes: a str (~49 bytes), a bytes
-# (~33) and a dict slot (~50-60 with the dict's spare room), rounded up.
+# CPython's share of one entry beyond its characters and id bytes: a str (49 bytes for ASCII), a
+# bytes (33), a dict slot with the table's spare room (~40-60), and allocator rounding.
 ENTRY_OVERHEAD = 144
 # Longer keys are encoded but never cached.
 MAX_CACHED_CHARS = 512
-# New pieces are merged by merge_batch.py (numpy) when at least this many need merging; fewer are
-# cheaper one by one (a numpy round costs ~20 calls, whatever the number of pieces in it).
+# New pieces are merged by merge_batch.py (numpy) when at least this many need merging; fewer cost
+# less one by one (a numpy round is a few dozen calls, whatever the number of pieces in it).
 MIN_BATCH = 96
-# A text of fewer chunks learns its misses one by one (PieceCache.packed): it cannot bring enough
-# new pieces for collecting them to pay off.
+# A text of fewer chunks merges its new pieces on the spot (PieceCache.packed): it brings too few
+# of them for putting them off to pay. A longer one, like a batch of texts, puts them off.
 MIN_BATCH_TEXT = 16384
-SHORT_KEY_CHARS = 64
 
 
 def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
@@ -281,7 +289,7 @@ class PieceCache(dict):
         self.typecode = typecode
         self.max_size = max_size
         self.max_bytes = max_bytes
-        self.room = max_bytes  # what the long entries may still take (see _room_for_long)
+        self.room = max_bytes  # max_bytes less what the entries hold (see nbytes)
         self._pack_id = struct.Struct("=" + typecode).pack
         self._pair_table = None  # merge_batch.PairTable, built on the first batch that needs it
         self._put_off: _PutOff | None = None  # that of the packed_many call running now, if any
@@ -324,6 +332,11 @@ class PieceCache(dict):
         super().clear()
         self.room = self.max_bytes
 
+    @property
+    def nbytes(self) -> int:
+        """What the entries hold, as counted against max_bytes: key length + ids length + ENTRY_OVERHEAD."""
+        return self.max_bytes - self.room
+
     # -------------------------------------------------------------------------------- learning
     def _learn_piece(self, piece: str) -> bytes | bytearray:
         """Packed ids of a piece not in the cache, now stored; or, if put off, its buffer."""
@@ -339,10 +352,10 @@ class PieceCache(dict):
                     buffer = put_off.pieces[piece] = bytearray()
                 return buffer
             ids = array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
-        # _store_one(piece, ids), inlined: this runs for every new piece
-        if len(piece) <= SHORT_KEY_CHARS or self._room_for_long(piece, ids):
-            if len(self) >= self.max_size:
-                self.clear()
+        if len(piece) <= MAX_CACHED_CHARS:  # _store_one(piece, ids), inlined: this runs for every new piece
+            self.room -= len(piece) + len(ids) + ENTRY_OVERHEAD
+            if self.room < 0 or len(self) >= self.max_size:
+                self._make_room(len(piece) + len(ids) + ENTRY_OVERHEAD)
             self[piece] = ids
         return ids
 
@@ -383,33 +396,31 @@ class PieceCache(dict):
 
     # --------------------------------------------------------------------------------- storing
     def _store_one(self, key: str, ids: bytes) -> None:
-        """Cache one entry within both limits (the cache is emptied first if it would not fit)."""
-        if len(key) > SHORT_KEY_CHARS and not self._room_for_long(key, ids):
-            return
-        if len(self) >= self.max_size:
-            self.clear()
-        self[key] = ids
-
-    def _room_for_long(self, key: str, ids: bytes) -> bool:
-        """Count a long entry against max_bytes (emptying the cache if needed); False: do not cache it."""
-        if len(key) > MAX_CACHED_CHARS:
-            return False
-        self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
-        if self.room < 0:
-            self.clear()
+        """Cache one entry within both limits; a key over MAX_CACHED_CHARS is not cached."""
+        if len(key) <= MAX_CACHED_CHARS:
             self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
-        return True
+            if self.room < 0 or len(self) >= self.max_size:
+                self._make_room(len(key) + len(ids) + ENTRY_OVERHEAD)
+            self[key] = ids
 
     def _store(self, new: dict[str, bytes]) -> None:
-        """_store_one for many entries: the long ones one by one, the others in one dict.update."""
-        if max(map(len, new), default=0) > SHORT_KEY_CHARS:
-            for key in [key for key in new if len(key) > SHORT_KEY_CHARS]:
-                self._store_one(key, new.pop(key))
-        if len(self) + len(new) > self.max_size:
-            self.clear()
-            if len(new) > self.max_size:
-                return  # more than the whole cache may hold: used for this call only
+        """_store_one for many entries: one dict.update when they fit."""
+        if max(map(len, new), default=0) > MAX_CACHED_CHARS:
+            new = {key: ids for key, ids in new.items() if len(key) <= MAX_CACHED_CHARS}
+        size = sum(map(len, new)) + sum(map(len, new.values())) + ENTRY_OVERHEAD * len(new)
+        self.room -= size
+        if self.room < 0 or len(self) + len(new) > self.max_size:
+            if len(new) > self.max_size or size > self.max_bytes:  # more than the whole cache holds
+                self.room += size
+                return  # (used for this call only)
+            self._make_room(size)
         self.update(new)
+
+    def _make_room(self, size: int) -> None:
+        """The cache is full (an entry of `size` bytes was just counted): empty it, count that entry
+        again. Emptying is cheaper than LRU bookkeeping on every hit; the cache re-warms quickly."""
+        self.clear()
+        self.room -= size
 
 
 class ChunkCache(PieceCache):
@@ -453,10 +464,10 @@ class ChunkCache(PieceCache):
             put_off.waiting.append((chunk, buffer, parts))
             return buffer
         ids = b"".join(parts)
-        # _store_one(chunk, ids), inlined: this runs for every new chunk
-        if len(chunk) <= SHORT_KEY_CHARS or self._room_for_long(chunk, ids):
-            if len(self) >= self.max_size:
-                self.clear()
+        if len(chunk) <= MAX_CACHED_CHARS:  # _store_one(chunk, ids), inlined: this runs for every new chunk
+            self.room -= len(chunk) + len(ids) + ENTRY_OVERHEAD
+            if self.room < 0 or len(self) >= self.max_size:
+                self._make_room(len(chunk) + len(ids) + ENTRY_OVERHEAD)
             self[chunk] = ids
         return ids
 
