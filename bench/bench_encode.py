@@ -13,9 +13,10 @@ Unseen text: the two corpora of bench/encode_corpora.py, built offline from file
   - ours, cold: a fresh tokenizer's first pass, one encode_ordinary call per document;
   - ours, half-warm: caches filled by the first half of the corpus, timed on the second half;
   - ours, warm: the corpus again after one pass;
-  - ours, cold, batched: encode_to_arrays on 256 documents at a time (what `make shards` does with
-    a row group: the new words of all 256 are merged together, bpe.py), against tiktoken's
-    encode_to_numpy per document (both return arrays, not lists of ints);
+  - ours, cold, batched: encode_to_arrays on 256 documents at a time (a row group of `make data`'s
+    raw files: the new words of all 256 are merged together, bpe.py), and the same documents one
+    encode_to_array call each (what `make shards` does), against tiktoken's encode_to_numpy per
+    document (all three return arrays, not lists of ints);
   - with --baseline DIR (the tokenizer/ package of another checkout, e.g. made with
     `git worktree add`), the same per-document rows for that version, measured in the same rounds:
     the before/after comparison.
@@ -160,6 +161,8 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
             keep(f"{name} cold", cpu(per_document(t, texts), setup=t.clear_cache))
             keep(f"{name} warm", cpu(per_document(t, texts)))
             keep(f"{name} half", cpu(per_document(t, second), setup=warm_on(t, first)))
+        keep("ours arrays", cpu(lambda: [tok.encode_to_array(x, disallowed_special=()) for x in texts],
+                                setup=tok.clear_cache))
         keep("ours batched", cpu(lambda: [tok.encode_to_arrays(b, disallowed_special=()) for b in batches],
                                  setup=tok.clear_cache))
     tok.clear_cache()
@@ -178,6 +181,7 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
                      second_bytes),
                  row(f"{label}, warm (after one pass)", f"{name} warm", "tiktoken")]
     rows += [row("tiktoken encode_to_numpy, per document", "tiktoken numpy", "tiktoken numpy"),
+             row("ours, cold: encode_to_array per document", "ours arrays", "tiktoken numpy"),
              row(f"ours, cold, batched: encode_to_arrays, {BATCH_DOCS} documents a call", "ours batched",
                  "tiktoken numpy")]
     from bench.report import markdown_table

@@ -1,6 +1,7 @@
 """Shards throughput: our `make shards` stage vs a build-nanogpt-style tiktoken pipeline.
 
-    python -m bench.bench_shards [--repeats 2] [--corpora tuning held-aside] [--workers 1 2] [--no-write]
+    python -m bench.bench_shards [--repeats 2] [--corpora tuning held-aside] [--workers 1 2]
+                                 [--baseline DIR] [--no-write]
 
 Both pipelines turn the same raw parquet files into uint16 .npy shards with GPT-2's vocabulary, each
 document preceded by <|endoftext|>, and are timed end to end: reading the raw files, starting the
@@ -23,7 +24,9 @@ encodes in the main process: its own peak is reported). "CPU-bound seconds" is w
 take on otherwise idle cores: the larger of the CPU time of its busiest process (the main one, or
 one of `workers` equally loaded workers) and its total CPU time spread over the cores. Note that the
 reference with 1 worker is two busy processes (the pool worker encodes, the main process converts
-and copies), while ours with 1 worker is one. Results go to BENCHMARKS.md, section "shards".
+and copies), while ours with 1 worker is one. With --baseline DIR (another checkout, e.g. made with
+`git worktree add`), that version's `make shards` runs in the same rounds: the before/after figures.
+Results go to BENCHMARKS.md, section "shards".
 """
 
 from __future__ import annotations
@@ -178,20 +181,24 @@ def one(kind: str, recipe_path: Path, workers: int) -> None:
     print(json.dumps(result))
 
 
-def run_once(kind: str, recipe_path: Path, workers: int) -> dict:
+def run_once(kind: str, recipe_path: Path, workers: int, tree: Path = REPO) -> dict:
+    """One run in a fresh process; `tree`: the checkout whose code runs (see --baseline)."""
     out = subprocess.run([sys.executable, "-m", "bench.bench_shards", "--one", kind, str(recipe_path),
-                          str(workers)], cwd=REPO, capture_output=True, text=True, check=True)
+                          str(workers)], cwd=tree, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_corpus(recipe_path: Path, workers_list: list[int], repeats: int) -> dict[tuple[str, int], dict]:
+def measure_corpus(recipe_path: Path, workers_list: list[int], repeats: int,
+                   baseline: Path | None = None) -> dict[tuple[str, int], dict]:
     """Best of `repeats` interleaved rounds for each (pipeline, workers): lowest wall time, and
-    separately the lowest CPU-bound time (the machine is shared: the two may come from different rounds)."""
+    separately the lowest CPU-bound time (the machine is shared: the two may come from different rounds).
+    With a baseline checkout, its `make shards` ("before") runs in the same rounds."""
     best: dict[tuple[str, int], dict] = {}
+    kinds = [("reference", REPO), ("ours", REPO)] + ([("before", baseline)] if baseline else [])
     for _ in range(repeats):
         for workers in workers_list:
-            for kind in ("reference", "ours"):
-                result = run_once(kind, recipe_path, workers)
+            for kind, tree in kinds:
+                result = run_once("ours" if kind == "before" else kind, recipe_path, workers, tree)
                 kept = best.setdefault((kind, workers), dict(result))
                 if result["seconds"] < kept["seconds"]:
                     kept.update({k: v for k, v in result.items() if k != "cpu_bound_s"})
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--corpora", nargs="+", choices=["tuning", "held-aside"], default=["tuning", "held-aside"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--baseline", type=Path, help="another checkout whose `make shards` to run alongside ours")
     parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "RECIPE", "WORKERS"), help=argparse.SUPPRESS)
     parser.add_argument("--prepare", nargs=2, metavar=("DIR", "CORPUS"), help=argparse.SUPPRESS)
@@ -232,19 +240,22 @@ def main(argv: list[str] | None = None) -> None:
             # must stay small for the children's peak RSS figures to be their own.
             subprocess.run([sys.executable, "-m", "bench.bench_shards", "--prepare", tmp, names[corpus]],
                            cwd=REPO, check=True, capture_output=True)
-            best = measure_corpus(Path(tmp) / "bench.toml", args.workers, args.repeats)
+            best = measure_corpus(Path(tmp) / "bench.toml", args.workers, args.repeats, args.baseline)
         for workers in args.workers:
             ref, ours = best[("reference", workers)], best[("ours", workers)]
-            for label, r in (("reference: tiktoken + Pool.imap", ref), ("**ours: make shards**", ours)):
+            pipelines = [("reference: tiktoken + Pool.imap", ref), ("**ours: make shards**", ours)]
+            if args.baseline:
+                pipelines.append(("before: make shards (--baseline)", best[("before", workers)]))
+            for label, r in pipelines:
                 rows.append([names[corpus], label, workers, f"{r['tokens']:,}", f"{r['seconds']:.2f}",
                              f"{r['tokens'] / r['seconds']:,.0f}", f"**{ref['seconds'] / r['seconds']:.2f}x**",
                              f"{r['cpu_bound_s']:.2f}", f"{ref['cpu_bound_s'] / r['cpu_bound_s']:.2f}x",
                              f"{r['worker_rss_mib']:.0f}", f"{r['main_rss_mib']:.0f}"])
         if 1 in args.workers and 2 in args.workers:
             parts = []
-            for kind, label in (("ours", "ours"), ("reference", "reference")):
+            for kind in ("ours", "reference", "before")[: 3 if args.baseline else 2]:
                 one_, two = best[(kind, 1)], best[(kind, 2)]
-                parts.append(f"{label} {one_['seconds'] / two['seconds']:.2f}x wall, "
+                parts.append(f"{kind} {one_['seconds'] / two['seconds']:.2f}x wall, "
                              f"{one_['cpu_bound_s'] / two['cpu_bound_s']:.2f}x CPU-bound")
             scaling.append(f"{names[corpus]}: " + "; ".join(parts))
     table = markdown_table(["corpus", "pipeline", "workers", "tokens", "seconds", "tokens/s", "vs reference",

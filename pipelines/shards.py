@@ -164,16 +164,13 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
     eot = tok.eot_id
     flat = array(_worker["typecode"])
     lengths = array("Q")
-    # The whole row group in one call: the words new to the tokenizer's cache are merged together.
-    # Packed ids straight from the tokenizer's cache: no Python int is made for any token.
-    kept = [text for r in rows if isinstance(text := texts[r], str) and text.strip()]
-    encoded_docs = iter(tok.encode_to_arrays(kept, disallowed_special=()))  # = encode_ordinary
     for r in rows:
         text = texts[r]
         if not isinstance(text, str) or not text.strip():
             lengths.append(0)   # the data stage already skips these; raw files from elsewhere may not
             continue
-        encoded = next(encoded_docs)
+        # Packed ids straight from the tokenizer's cache: no Python int is made for any token.
+        encoded = tok.encode_to_array(text, disallowed_special=())  # = encode_ordinary
         flat.append(eot)
         flat.extend(encoded)  # a memcpy: tokenizer and shards both use uint16 up to 65,536 ids, else uint32
         lengths.append(len(encoded) + 1)

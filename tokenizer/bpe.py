@@ -57,10 +57,9 @@ encoding a text is one cheap `re.findall`, one dict lookup per chunk and one joi
 Misses, in batches
 ------------------
 On text the caches have not seen, each new piece that is not a token already runs the merge loop,
-~5 us of interpreter time for a short word: that loop, not the lookups, is what new text costs.
-Tokenizer.encode_to_arrays (a row group of `make shards`), encode_batch's jobs and very long texts
-therefore go through `packed_many`, which puts those merges off and does them all together at the
-end (merge_batch.py: the same loop, run for thousands of pieces at once in numpy, ~1 us a piece):
+~5 us of interpreter time for a short word. A batch of texts given to Tokenizer.encode_to_arrays
+goes through `packed_many` instead, which puts those merges off and does them all together at the end
+(merge_batch.py: the same loop, run for thousands of pieces at once in numpy, ~1 us a piece):
   1. the texts' chunks are looked up exactly as on a hit, one `map(cache.__getitem__, ...)` per text;
      a new chunk is pre-tokenised and its pieces looked up by __missing__ as usual. A new piece
      that is a whole token is learned on the spot (one lookup); one that needs merging is put off:
@@ -70,19 +69,25 @@ end (merge_batch.py: the same loop, run for thousands of pieces at once in numpy
      lists of looked-up ids are kept as they are until step 3 has filled the buffers;
   3. the put-off pieces are merged together, their buffers filled and stored, then the buffers of
      the waiting chunks (a join of their parts, now all filled), and only then each text is joined.
-Nothing is looked up twice and no pass is added for text already seen, which is why this pays even
-though a new chunk costs more in Python than its merges. Short texts, which bring a handful of
-new pieces at most, merge them on the spot (MIN_BATCH_TEXT), and so does a batch with fewer than
-MIN_BATCH pieces to merge. Only the thread running `packed_many` puts anything off: another thread
-encoding with the same tokenizer meanwhile merges on the spot, so no thread ever joins a buffer
-another one has yet to fill.
+Nothing is looked up twice and no pass is added for text already seen. What it saves is bounded,
+though: merging is only a quarter or so of the cost of new text, the rest being the regex on each
+new chunk and its lookups, and waiting costs each waiting chunk a little (BENCHMARKS.md has the
+figures: at best a few percent, and a loss on text full of URLs and hashes, which is why neither
+`make shards` nor encode_batch uses it). A single text merges its
+new pieces on the spot (`packed`), and so does a batch with fewer than MIN_BATCH pieces to merge.
+Only the thread running `packed_many` puts anything off: another thread encoding with the same
+tokenizer meanwhile merges on the spot, so no thread ever joins a buffer another has yet to fill.
 
 Memory. The cache is emptied when it is full (cheaper than LRU bookkeeping on every hit, at the
-cost of re-warming), and "full" counts both entries (`max_size`) and bytes (`max_bytes`: each entry
-counts len(key) + len(packed ids) + ENTRY_OVERHEAD, CPython's share of a str, a bytes and a dict
-slot), so a stream of long distinct pieces cannot grow a process however few entries it makes.
-Keys longer than MAX_CACHED_CHARS are never cached at all: a one-off 100,000-space run would
-otherwise empty the cache for an entry nobody asks for again.
+cost of re-warming). "Full" has two measures, so that a stream of long distinct pieces cannot grow
+a process however few entries it makes: at most `max_size` entries (checked once per miss, which
+may then add a chunk and its new pieces), which bounds the short ones
+(a key of up to SHORT_KEY_CHARS characters: ~150 bytes typically, ~250 at most for ASCII); and
+for the longer keys, at most `max_bytes` counted as len(key) + len(packed ids) + ENTRY_OVERHEAD
+(CPython's share of a str, a bytes and a dict slot) each. Counting bytes costs a few attribute
+operations per entry, so it is done where it matters, for the few long keys. Keys longer than
+MAX_CACHED_CHARS are never cached at all: a one-off 100,000-space run would otherwise empty the
+cache for an entry nobody asks for again.
 """
 
 from __future__ import annotations
@@ -112,9 +117,8 @@ MAX_CACHED_CHARS = 512
 # New pieces are merged by merge_batch.py (numpy) when at least this many need merging; fewer cost
 # less one by one (a numpy round is a few dozen calls, whatever the number of pieces in it).
 MIN_BATCH = 96
-# A text of fewer chunks merges its new pieces on the spot (PieceCache.packed): it brings too few
-# of them for putting them off to pay. A longer one, like a batch of texts, puts them off.
-MIN_BATCH_TEXT = 16384
+# Entries with keys up to this long are bounded by their number (max_size), longer ones by bytes.
+SHORT_KEY_CHARS = 32
 
 
 def bpe_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = NO_RANK) -> list[bytes]:
@@ -279,7 +283,9 @@ class PieceCache(dict):
     Inside `packed_many`, a piece that needs merging is not merged on the spot: __missing__ hands
     out an empty bytearray instead, which `b"".join` reads like bytes, and all those pieces are
     merged together once every text has been looked up; then the buffers are filled and only then
-    joined (see "Misses, in batches").
+    joined (see "Misses, in batches"). For that, packed_many switches the cache's class to its
+    `_PutsOff` subclass for the duration of the call, so that the __missing__ of every other call
+    stays free of any test for it.
     """
 
     def __init__(self, ranks: dict[bytes, int], typecode: str, max_size: int = DEFAULT_CACHE_SIZE,
@@ -289,7 +295,7 @@ class PieceCache(dict):
         self.typecode = typecode
         self.max_size = max_size
         self.max_bytes = max_bytes
-        self.room = max_bytes  # max_bytes less what the entries hold (see nbytes)
+        self.room = max_bytes  # max_bytes less what the long entries hold (see nbytes)
         self._pack_id = struct.Struct("=" + typecode).pack
         self._pair_table = None  # merge_batch.PairTable, built on the first batch that needs it
         self._put_off: _PutOff | None = None  # that of the packed_many call running now, if any
@@ -297,10 +303,10 @@ class PieceCache(dict):
 
     # ------------------------------------------------------------------------------ the way in
     def packed(self, pieces: list[str]) -> bytes:
-        """Packed ids of one text, given as its pieces (chunks, in ChunkCache)."""
-        if len(pieces) < MIN_BATCH_TEXT:  # a few new pieces at most: merging them on the spot costs least
-            return b"".join(map(self.__getitem__, pieces))
-        return self.packed_many([pieces])[0]
+        """Packed ids of one text, given as its pieces (chunks, in ChunkCache); new pieces are merged
+        on the spot: one text brings too few of them for putting them off to pay (measured in
+        BENCHMARKS.md, even for texts of hundreds of kilobytes)."""
+        return b"".join(map(self.__getitem__, pieces))
 
     def packed_many(self, texts: Iterable[list[str]]) -> list[bytes]:
         """Packed ids of several texts, each given as its pieces; their new pieces are merged together.
@@ -314,19 +320,25 @@ class PieceCache(dict):
         gc_was_enabled = gc.isenabled()
         gc.disable()  # what is made meanwhile holds only strings and bytes: no cycle to look for
         self._put_off = put_off = _PutOff()
+        usual_class, self.__class__ = self.__class__, self._putting_off_class
         try:
             ids_per_text = [list(map(self.__getitem__, pieces)) for pieces in texts]
             if put_off.pieces:
                 self._merge_put_off(put_off)
         finally:
+            self.__class__ = usual_class
             self._put_off = None
             self._putting_off.release()
             if gc_was_enabled:
                 gc.enable()
         return list(map(b"".join, ids_per_text))
 
-    def __missing__(self, piece: str) -> bytes | bytearray:
-        return self._learn_piece(piece)
+    def __missing__(self, piece: str) -> bytes:
+        if len(self) >= self.max_size:
+            self.clear()
+        ids = self._packed_bpe(piece)
+        self._store(piece, ids)
+        return ids
 
     def clear(self) -> None:
         super().clear()
@@ -334,30 +346,36 @@ class PieceCache(dict):
 
     @property
     def nbytes(self) -> int:
-        """What the entries hold, as counted against max_bytes: key length + ids length + ENTRY_OVERHEAD."""
+        """What the long entries hold, as counted against max_bytes (see "Memory")."""
         return self.max_bytes - self.room
 
     # -------------------------------------------------------------------------------- learning
-    def _learn_piece(self, piece: str) -> bytes | bytearray:
-        """Packed ids of a piece not in the cache, now stored; or, if put off, its buffer."""
-        raw = piece.encode("utf-8")  # UnicodeEncodeError on a lone surrogate: see the class
+    def _packed_bpe(self, piece: str) -> bytes:
+        """BPE of one piece on the spot, packed (UnicodeEncodeError on a lone surrogate: see the class)."""
+        raw = piece.encode("utf-8")
         rank = self.ranks.get(raw)
         if rank is not None:  # the whole piece is a token: by far the most common case
-            ids = self._pack_id(rank)
-        else:
-            put_off = self._put_off
-            if put_off is not None and put_off.thread == threading.get_ident() and len(raw) < HEAP_THRESHOLD:
-                buffer = put_off.pieces.get(piece)
-                if buffer is None:
-                    buffer = put_off.pieces[piece] = bytearray()
-                return buffer
-            ids = array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
-        if len(piece) <= MAX_CACHED_CHARS:  # _store_one(piece, ids), inlined: this runs for every new piece
-            self.room -= len(piece) + len(ids) + ENTRY_OVERHEAD
-            if self.room < 0 or len(self) >= self.max_size:
-                self._make_room(len(piece) + len(ids) + ENTRY_OVERHEAD)
-            self[piece] = ids
-        return ids
+            return self._pack_id(rank)
+        return array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
+
+    def _put_off_piece(self, piece: str, put_off: _PutOff) -> bytes | bytearray:
+        """Packed ids of a new piece, stored; but one that needs merging gets a buffer instead, filled
+        (and the piece stored) by _merge_put_off."""
+        raw = piece.encode("utf-8")
+        rank = self.ranks.get(raw)
+        if rank is not None or len(raw) >= HEAP_THRESHOLD:  # a token already, or one long piece
+            ids = self._pack_id(rank) if rank is not None else array(self.typecode, bpe_ids(raw, self.ranks)).tobytes()
+            self._store(piece, ids)
+            return ids
+        buffer = put_off.pieces.get(piece)
+        if buffer is None:
+            buffer = put_off.pieces[piece] = bytearray()
+        return buffer
+
+    def _missing_put_off(self, piece: str, put_off: _PutOff) -> bytes | bytearray:
+        if len(self) >= self.max_size:
+            self.clear()
+        return self._put_off_piece(piece, put_off)
 
     def _merge_put_off(self, put_off: _PutOff) -> None:
         """Merge the put-off pieces together, fill their buffers and those of the waiting chunks."""
@@ -369,7 +387,7 @@ class PieceCache(dict):
         for chunk, buffer, parts in put_off.waiting:  # their parts are filled now
             ids = learned[chunk] = b"".join(parts)
             buffer += ids
-        self._store(learned)
+        self._store_many(learned)
 
     def _merge_many(self, pieces: list[bytes]) -> list[bytes]:
         """Packed ids of pieces that are not single tokens: in numpy if there are enough of them."""
@@ -395,32 +413,28 @@ class PieceCache(dict):
         return out
 
     # --------------------------------------------------------------------------------- storing
-    def _store_one(self, key: str, ids: bytes) -> None:
-        """Cache one entry within both limits; a key over MAX_CACHED_CHARS is not cached."""
-        if len(key) <= MAX_CACHED_CHARS:
+    def _store(self, key: str, ids: bytes) -> None:
+        """Cache an entry. Callers empty a full cache first (`len(self) >= max_size`), once per miss;
+        the bytes of a long key are counted here (see "Memory"), a key over MAX_CACHED_CHARS is not cached."""
+        if len(key) > SHORT_KEY_CHARS:
+            if len(key) > MAX_CACHED_CHARS:
+                return
             self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
-            if self.room < 0 or len(self) >= self.max_size:
-                self._make_room(len(key) + len(ids) + ENTRY_OVERHEAD)
-            self[key] = ids
+            if self.room < 0:
+                self.clear()
+                self.room -= len(key) + len(ids) + ENTRY_OVERHEAD
+        self[key] = ids
 
-    def _store(self, new: dict[str, bytes]) -> None:
-        """_store_one for many entries: one dict.update when they fit."""
-        if max(map(len, new), default=0) > MAX_CACHED_CHARS:
-            new = {key: ids for key, ids in new.items() if len(key) <= MAX_CACHED_CHARS}
-        size = sum(map(len, new)) + sum(map(len, new.values())) + ENTRY_OVERHEAD * len(new)
-        self.room -= size
-        if self.room < 0 or len(self) + len(new) > self.max_size:
-            if len(new) > self.max_size or size > self.max_bytes:  # more than the whole cache holds
-                self.room += size
-                return  # (used for this call only)
-            self._make_room(size)
+    def _store_many(self, new: dict[str, bytes]) -> None:
+        """_store for many entries: the long ones one by one, the others in one dict.update."""
+        if max(map(len, new), default=0) > SHORT_KEY_CHARS:
+            for key in [key for key in new if len(key) > SHORT_KEY_CHARS]:
+                self._store(key, new.pop(key))
+        if len(self) + len(new) > self.max_size:
+            self.clear()
+            if len(new) > self.max_size:
+                return  # more than the whole cache holds: used for this call only
         self.update(new)
-
-    def _make_room(self, size: int) -> None:
-        """The cache is full (an entry of `size` bytes was just counted): empty it, count that entry
-        again. Emptying is cheaper than LRU bookkeeping on every hit; the cache re-warms quickly."""
-        self.clear()
-        self.room -= size
 
 
 class ChunkCache(PieceCache):
@@ -435,41 +449,85 @@ class ChunkCache(PieceCache):
     """
 
     def __init__(self, ranks: dict[bytes, int], typecode: str, split_pieces: Callable[[str], list[str]],
-                 split_ascii: Callable[[str], list[str]], max_size: int = DEFAULT_CACHE_SIZE,
-                 max_bytes: int = DEFAULT_CACHE_BYTES):
+                 max_size: int = DEFAULT_CACHE_SIZE, max_bytes: int = DEFAULT_CACHE_BYTES):
         super().__init__(ranks, typecode, max_size, max_bytes)
         self.split_pieces = split_pieces
-        # For ASCII text: what split_pieces itself runs on it (pattern.py), without the Python call
-        # that chooses the route: a new chunk is short, so that call is a good part of its cost.
-        self.split_ascii = split_ascii
 
-    def __missing__(self, chunk: str) -> bytes | bytearray:
-        put_off = self._put_off
-        if put_off is not None and put_off.thread == threading.get_ident():
-            buffer = put_off.chunks.get(chunk)
-            if buffer is not None:  # met before in this call, waiting for a put-off merge
-                return buffer
-        pieces = self.split_ascii(chunk) if chunk.isascii() else self.split_pieces(chunk)
+    def __missing__(self, chunk: str) -> bytes:
+        pieces = self.split_pieces(chunk)
+        if len(self) >= self.max_size:
+            self.clear()
         if len(pieces) == 1:
-            return self._learn_piece(chunk)
+            ids = self._packed_bpe(chunk)
+        else:
+            parts = []
+            get = self.get
+            for piece in pieces:
+                piece_ids = get(piece)
+                if piece_ids is None:
+                    piece_ids = self._packed_bpe(piece)
+                    if len(piece) > SHORT_KEY_CHARS:  # self._store(piece, piece_ids), inlined for short keys
+                        self._store(piece, piece_ids)
+                    else:
+                        self[piece] = piece_ids
+                parts.append(piece_ids)
+            ids = b"".join(parts)
+        if len(chunk) > SHORT_KEY_CHARS:  # self._store(chunk, ids), inlined for short keys
+            self._store(chunk, ids)
+        else:
+            self[chunk] = ids
+        return ids
+
+    def _missing_put_off(self, chunk: str, put_off: _PutOff) -> bytes | bytearray:
+        """__missing__ inside packed_many: a chunk with a put-off piece waits for it, in a buffer."""
+        buffer = put_off.chunks.get(chunk)
+        if buffer is not None:  # met before in this call, and waiting
+            return buffer
+        pieces = self.split_pieces(chunk)
+        if len(self) >= self.max_size:
+            self.clear()
+        if len(pieces) == 1:
+            return self._put_off_piece(chunk, put_off)
         parts = []
         get = self.get
         for piece in pieces:
-            ids = get(piece)
-            if ids is None:
-                ids = self._learn_piece(piece)
-            parts.append(ids)
-        if put_off is not None and bytearray in map(type, parts):  # some piece put off: wait for it
+            piece_ids = get(piece)
+            if piece_ids is None:
+                piece_ids = self._put_off_piece(piece, put_off)
+            parts.append(piece_ids)
+        if bytearray in map(type, parts):
             buffer = put_off.chunks[chunk] = bytearray()
             put_off.waiting.append((chunk, buffer, parts))
             return buffer
         ids = b"".join(parts)
-        if len(chunk) <= MAX_CACHED_CHARS:  # _store_one(chunk, ids), inlined: this runs for every new chunk
-            self.room -= len(chunk) + len(ids) + ENTRY_OVERHEAD
-            if self.room < 0 or len(self) >= self.max_size:
-                self._make_room(len(chunk) + len(ids) + ENTRY_OVERHEAD)
-            self[chunk] = ids
+        self._store(chunk, ids)
         return ids
+
+
+class _PutsOff:
+    """Mixed into the cache's class while packed_many runs: __missing__ puts merges off.
+
+    Only for the thread running packed_many: another thread encoding with the same tokenizer
+    meanwhile merges on the spot, so no thread ever joins a buffer another one has yet to fill.
+    """
+
+    def __missing__(self, key: str) -> bytes | bytearray:
+        put_off = self._put_off
+        if put_off is None or put_off.thread != threading.get_ident():
+            return super().__missing__(key)
+        return self._missing_put_off(key, put_off)
+
+
+class _PuttingOffPieceCache(_PutsOff, PieceCache):
+    pass
+
+
+class _PuttingOffChunkCache(_PutsOff, ChunkCache):
+    pass
+
+
+PieceCache._putting_off_class = _PuttingOffPieceCache
+ChunkCache._putting_off_class = _PuttingOffChunkCache
 
 
 def _batches(pieces: list[bytes], max_bytes: int):

@@ -13,6 +13,8 @@ exact: it stores the output of a pure function of its key, and the tokenizer nev
 Cached ids are packed into bytes (uint16 or uint32), so every encode first builds the packed ids
 of the whole text with one join; encode() unpacks them into a list, encode_to_array() and
 encode_batch()'s worker processes pass them on as they are (see bpe.py, parallel.py).
+encode_to_arrays() encodes many texts in one call, so that the words none of them had seen are
+merged together, in numpy, at the end of the call (bpe.py, "Misses, in batches").
 
 Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
 files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from array import array
 from base64 import b64encode
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -37,7 +38,7 @@ from typing import Literal
 import regex
 
 from .bpe import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_SIZE, ChunkCache, PieceCache, bpe_parts, derive_merges, id_typecode
-from .pattern import GPT2_ASCII_PATTERN, GPT2_PATTERN, chunk_splitter, piece_splitter
+from .pattern import GPT2_PATTERN, chunk_splitter, piece_splitter
 from .unicode_data import UNICODE_VERSION
 
 EOT = "<|endoftext|>"
@@ -133,11 +134,7 @@ class Tokenizer:
         split_chunks = chunk_splitter(pattern)
         if split_chunks is not None:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
-            # Chunks exist for GPT-2's pattern only, whose ASCII twin splits ASCII text exactly like it
-            # (pattern.py; ASCII characters are classified alike by every Unicode version).
-            split_ascii = re.compile(GPT2_ASCII_PATTERN).findall
-            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, split_ascii,
-                                                 cache_size, cache_bytes)
+            self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size, cache_bytes)
             self._split_text = split_chunks
         else:
             self._cache = PieceCache(ranks, self._typecode, cache_size, cache_bytes)
@@ -245,12 +242,13 @@ class Tokenizer:
         allowed_special: Literal["all"] | Collection[str] = frozenset(),
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[array]:
-        """encode_to_array() of every text, in this process, faster than one call per text on new text.
+        """encode_to_array() of every text, in this process, with their new words merged together.
 
-        Without allowed special tokens, the words none of the caches has seen yet are collected over
-        all the texts and merged together (bpe.py, "Misses, in batches"), so a batch of a few
-        hundred documents costs far less than encoding them one by one while the caches are cold.
-        With warm caches the two cost the same. For parallel encoding see encode_batch().
+        Without allowed special tokens, the pieces that none of the texts' lookups found and that
+        need merging are collected over all the texts and merged together, in numpy (bpe.py,
+        "Misses, in batches"). Merging itself gets ~5x cheaper that way, but it is only part of the
+        cost of new text, and collecting costs too: BENCHMARKS.md measures this against one call
+        per text, which is about as fast. For parallel encoding see encode_batch().
         """
         if isinstance(texts, str):
             raise TypeError("encode_to_arrays() argument 'texts' must be a list of str, not a single str")

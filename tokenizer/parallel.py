@@ -188,31 +188,28 @@ class _ForkedBatch:
         """The caller encodes a job into self.out, stopping every DRAIN_EVERY_CHARS characters to
         unpack what the children have finished: so unpacking keeps pace with the children however
         big this job is, and little is left to unpack once the last job is done."""
-        typecode, out = self.tok._typecode, self.out
-        for a, b in self._parts_of(job):
-            for i, packed in enumerate(self._packed_texts(a, b), a):
-                out[i] = memoryview(packed).cast(typecode).tolist()
-            collect_finished()
-
-    def _parts_of(self, job: int) -> list[tuple[int, int]]:
-        """A job's texts as consecutive ranges of about DRAIN_EVERY_CHARS characters."""
         a, b = self.ranges[job]
-        return [(a + start, a + stop) for start, stop in _segments(self.texts[a:b], DRAIN_EVERY_CHARS)]
-
-    def _packed_texts(self, a: int, b: int) -> list[bytes]:
-        """Packed ids of texts[a:b], encoded together: their new words are merged together (bpe.py)."""
-        return self.tok._encode_packed_many(self.texts[a:b], self.options["allowed_special"],
-                                            self.options["disallowed_special"], "encode_batch")
+        encode, options, texts, out = self.tok.encode, self.options, self.texts, self.out
+        since_drain = 0
+        for i in range(a, b):
+            out[i] = encode(texts[i], **options)
+            since_drain += len(texts[i])
+            if since_drain >= DRAIN_EVERY_CHARS:
+                collect_finished()
+                since_drain = 0
 
     def _packed_job(self, job: int, counts, ids_bytes, itemsize: int) -> None:
         """A child encodes a job's texts straight into shared memory: packed ids and counts."""
+        encode, texts = self.tok._encode_packed, self.texts
+        allowed, disallowed = self.options["allowed_special"], self.options["disallowed_special"]
+        a, b = self.ranges[job]
         position = self.id_offsets[job] * itemsize  # in bytes
-        for a, b in self._parts_of(job):
-            for i, packed in enumerate(self._packed_texts(a, b), a):
-                n = len(packed)
-                counts[i] = n // itemsize
-                ids_bytes[position : position + n] = packed
-                position += n
+        for i in range(a, b):
+            packed = encode(texts[i], allowed, disallowed, "encode_batch")
+            n = len(packed)
+            counts[i] = n // itemsize
+            ids_bytes[position : position + n] = packed
+            position += n
 
     def _child(self, write_fd: int) -> None:
         """Claim, encode and publish jobs until none is left. Never returns (os._exit)."""
