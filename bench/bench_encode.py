@@ -188,8 +188,8 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
 
     table = markdown_table(["encoder (GPT-2 vocab)", "CPU s", "MB/s", "vs tiktoken"], rows)
     note = (f"{corpus}: {len(texts):,} documents, {n_bytes / 1e6:.1f} MB UTF-8. Cache after one cold pass: "
-            f"{len(cache):,} entries, {cache.nbytes / 2**20:.0f} MiB counted against its "
-            f"{cache.max_bytes / 2**20:.0f} MiB limit.")
+            f"{len(cache):,} entries (limit {cache.max_size:,}), of which the long-keyed ones count "
+            f"{cache.nbytes / 2**20:.0f} MiB against its {cache.max_bytes / 2**20:.0f} MiB limit (bpe.py, \"Memory\").")
     return note, table
 
 

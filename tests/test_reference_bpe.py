@@ -47,8 +47,8 @@ def test_encoding_real_text_gives_the_fast_tokenizers_ids(trained, corpus_texts)
 
 def test_gpt2_vocabulary_gives_tiktokens_ids(gpt2_files, corpus_texts, tiktoken_gpt2):
     """GPT-2's 50,000 merges, as shipped, through the reference loop: r50k_base's ids on real text. A fresh
-    tokenizer meets thousands of new pieces at once in the long text, which bpe.py merges as a batch
-    (merge_batch.py); the short docstrings take the one-by-one path."""
+    tokenizer meets thousands of new pieces in the long text, which bpe.py merges one by one (a single text
+    never puts merges off; merge_batch.py is held to the reference in tests/test_encode_batch_misses.py)."""
     fast = Tokenizer.from_gpt2_files(*gpt2_files)
     reference = ReferenceTokenizer(fast.mergeable_ranks, fast.special_tokens)
     assert reference.encode("hello world") == [31373, 995]

@@ -304,8 +304,7 @@ class PieceCache(dict):
     # ------------------------------------------------------------------------------ the way in
     def packed(self, pieces: list[str]) -> bytes:
         """Packed ids of one text, given as its pieces (chunks, in ChunkCache); new pieces are merged
-        on the spot: one text brings too few of them for putting them off to pay (measured in
-        BENCHMARKS.md, even for texts of hundreds of kilobytes)."""
+        on the spot: one text brings too few of them for putting them off to pay."""
         return b"".join(map(self.__getitem__, pieces))
 
     def packed_many(self, texts: Iterable[list[str]]) -> list[bytes]:
