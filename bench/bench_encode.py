@@ -6,7 +6,7 @@ Two parts, both measured in CPU seconds (time.process_time: the machine is share
 is what other processes disturb least), each measurement repeated in interleaved rounds (reference
 and ours back to back) with the best round reported:
 
-Unseen text: the two corpora of bench/encode_corpora.py, built offline from files on this machine
+Unseen text: the two corpora of bench/encode_corpora.py, built offline from files installed on the machine it runs on
 (package documentation the encoder was tuned on, and docstrings it was only ever measured on),
 ~23 and 28 MB that no cache has seen. Rows, per corpus:
   - tiktoken encode_ordinary, one call per document: the reference;

@@ -1,4 +1,4 @@
-"""`make shards` with the local executor vs the Ray executor on 1 and 2 nodes of this machine, what the Ray
+"""`make shards` with the local executor vs the Ray executor on 1 and 2 nodes of one machine, what the Ray
 path costs per document and per shard, and what that projects to for FineWeb-Edu on real clusters.
 
     python -m bench.bench_ray [--repeats 3] [--mb 32] [--no-write]
@@ -7,7 +7,7 @@ Every run is the stage itself, `pipelines.shards.run(..., force=True, executor=.
 pipelines.shards --force --executor ...` calls), timed from this process, against real Ray clusters started
 on loopback with `ray start` (harness/ray_cluster.py):
   - 1 node with 1 CPU: Ray's costs next to one local worker;
-  - 1 node with 2 CPUs and 2 nodes with 1 CPU each, next to 2 local workers: all of this machine's cores.
+  - 1 node with 2 CPUs and 2 nodes with 1 CPU each, next to 2 local workers: all of the machine's cores.
 This machine has 2 cores, so "2 nodes" are two raylets sharing them: the same CPU as 1 node with 2 CPUs.
 What that row shows is the cost of spreading the work over two nodes (two raylets, tasks sent round them,
 two sets of worker processes), not more speed: a second machine would bring its own cores.

@@ -29,7 +29,7 @@ The journal stays when the stage is done. When a later up-to-date check finds a 
 the manifest edited), the same resume path repairs the directory: the shards before the first
 damaged one are kept and the rest re-encoded, instead of re-encoding everything.
 
-Executors. The workers above are processes of this machine. With `--executor ray` (EXECUTOR=ray) the
+Executors. The workers above are processes of the local machine. With `--executor ray` (EXECUTOR=ray) the
 same `encode_task` and the same `ShardWriter` run as tasks on a Ray cluster, in two phases (encode
 ranges, then write each shard from prefix sums of token counts), with the same journal: the same bytes,
 and either executor resumes the other's run (pipelines/executors/ray_shards.py).
@@ -449,7 +449,7 @@ class ShardsJob:
 
     def encode_here(self, tok, files: list[Path], rule: SplitRule, splits: list[str], total_docs: int,
                     progress_bar: bool) -> None:
-        """Encode every split not yet done in worker processes of this machine (or in this process)."""
+        """Encode every split not yet done in worker processes of the local machine (or in this process)."""
         from tokenizer.progress import Progress  # a bar on a terminal, a line now and then in a log
 
         init_args = (tok, [str(p) for p in files], rule, self.dtype.str)

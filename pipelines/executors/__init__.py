@@ -1,8 +1,8 @@
-"""Where a data stage does its work: in this machine's processes, or as tasks on a Ray cluster.
+"""Where a data stage does its work: in the local machine's processes, or as tasks on a Ray cluster.
 
-    EXECUTOR=local   (the default) worker processes of this machine, as the stages always did
+    EXECUTOR=local   (the default) worker processes of the local machine, as the stages always did
     EXECUTOR=ray     Ray tasks on the cluster RAY_ADDRESS names (`ray start --head` prints it); with no
-                     RAY_ADDRESS, Ray's own rule: a cluster started on this machine, else a private one
+                     RAY_ADDRESS, Ray's own rule: a cluster started on the local machine, else a private one
 
 The executor is *how* a stage runs, never *what* it makes: `make data`, `make tokenizer` and `make shards`
 write the same bytes with either, so the choice is a command-line option (`--executor`, or the EXECUTOR

@@ -29,7 +29,7 @@ from pipelines.executors import ExecutorError
 
 # The driver's settings for reaching the hub, passed to every task: a task runs in a worker process of
 # whichever node, whose environment is the one `ray start` had there. Paths (HF_HOME...) are not passed:
-# they name this machine's disk.
+# they name the driver node's disk.
 FORWARDED_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "HTTP_PROXY",
                  "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
 MAX_RETRIES = 3          # attempts after the first, when a worker dies (Ray's default, stated here on purpose)
