@@ -17,14 +17,13 @@ makes the whole input unusable: a file that is not JSON lines or parquet, a miss
 
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.sources.records import SourceError
+from pipelines.sources.records import SourceError, expand_file_patterns
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -64,19 +63,8 @@ def input_fingerprint(sft) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ local files
 def resolve_paths(patterns: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise SourceError(f"[sft] paths: pattern {pattern!r} matches no file")
-        for m in matches:
-            p = Path(m)
-            if not p.is_file():
-                raise SourceError(f"[sft] paths: {p} does not exist or is not a file")
-            if p.suffix.lower() not in LOCAL_SUFFIXES:
-                raise SourceError(f"[sft] paths: {p}: conversations are read from {', '.join(LOCAL_SUFFIXES)} files")
-            files.append(p)
-    return files
+    unsupported = f": conversations are read from {', '.join(LOCAL_SUFFIXES)} files"
+    return list(expand_file_patterns(patterns, "sft", LOCAL_SUFFIXES, unsupported))
 
 
 def _missing(path: Path, where: str, field: str, columns) -> SourceError:

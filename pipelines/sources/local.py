@@ -22,14 +22,19 @@ decides what that means for the run (warnings, counts in the manifest).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pipelines.sources.records import ReplacementCounter, SourceError, SourceRecord, decode_bytes
+from pipelines.sources.records import (
+    ReplacementCounter,
+    SourceError,
+    SourceRecord,
+    decode_bytes,
+    expand_file_patterns,
+)
 
 BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".txt": "text", ".text": "text"}
 # Rows per Arrow batch when streaming a parquet row group. Left unset, datasets takes the row group's own
@@ -52,21 +57,13 @@ def resolve_inputs(patterns: list[str]) -> tuple[list[Path], list[Path]]:
     files: list[Path] = []
     repeats: list[Path] = []
     seen: set[Path] = set()
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise SourceError(f"[data] paths: pattern {pattern!r} matches no file")
-        for m in matches:
-            p = Path(m)
-            if not p.is_file():
-                raise SourceError(f"[data] paths: {p} does not exist or is not a file")
-            if p.suffix.lower() not in BUILDERS:
-                raise SourceError(f"[data] paths: {p} has unsupported extension (use {', '.join(sorted(BUILDERS))})")
-            if p.resolve() in seen:
-                repeats.append(p)
-                continue
-            seen.add(p.resolve())
-            files.append(p)
+    unsupported = f" has unsupported extension (use {', '.join(sorted(BUILDERS))})"
+    for p in expand_file_patterns(patterns, "data", BUILDERS, unsupported):
+        if p.resolve() in seen:
+            repeats.append(p)
+            continue
+        seen.add(p.resolve())
+        files.append(p)
     return files, repeats
 
 

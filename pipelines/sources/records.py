@@ -13,8 +13,11 @@ before encoding. Every repair is counted, so a corpus full of mojibake shows up 
 from __future__ import annotations
 
 import codecs
+import glob
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 REPLACEMENT = "\ufffd"
@@ -69,3 +72,22 @@ def repair_surrogates(text: str) -> tuple[str, int]:
         return text, 0
     except UnicodeEncodeError:
         return _SURROGATE.subn(REPLACEMENT, text)
+
+
+def expand_file_patterns(patterns: list[str], section: str, suffixes, unsupported: str) -> Iterator[Path]:
+    """The files a recipe's `paths` name, in order: globs expanded and sorted, plain paths as written.
+
+    One rule for every source that reads local files ([data] and [sft]): a pattern that matches nothing,
+    a path that is not a file, or a suffix not in `suffixes` is an error naming the recipe section and
+    the path; `unsupported` says which suffixes are read."""
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise SourceError(f"[{section}] paths: pattern {pattern!r} matches no file")
+        for m in matches:
+            p = Path(m)
+            if not p.is_file():
+                raise SourceError(f"[{section}] paths: {p} does not exist or is not a file")
+            if p.suffix.lower() not in suffixes:
+                raise SourceError(f"[{section}] paths: {p}{unsupported}")
+            yield p
