@@ -24,6 +24,7 @@ import binascii
 import gzip
 import hashlib
 import json
+import sys
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,8 +126,8 @@ def load_ljt(cls: type[Tokenizer], path: Path) -> Tokenizer:
     if doc.get("version") != LJT_VERSION:
         raise TokenizerFileError(f"{path}: unsupported version {doc.get('version')!r} (this code reads {LJT_VERSION})")
     try:
-        tokens = [base64.b64decode(t, validate=True) for t in doc["tokens"]]
-        ranks = {t: i for i, t in enumerate(tokens)}
+        tokens = _decode_tokens(doc["tokens"])
+        ranks = dict(zip(tokens, range(len(tokens))))  # token -> its index, the last one if repeated
         if len(ranks) != len(tokens):
             raise ValueError("duplicate token in 'tokens'")
         merges = [(tokens[a], tokens[b]) for a, b in doc["merges"]]
@@ -140,6 +141,22 @@ def load_ljt(cls: type[Tokenizer], path: Path) -> Tokenizer:
             f"{tok.fingerprint!r}; the file was modified or corrupted"
         )
     return tok
+
+
+def _decode_tokens(encoded: list) -> list[bytes]:
+    """The tokens of an ljt file's "tokens" list: base64.b64decode(t, validate=True) of each.
+
+    On 3.11+, b64decode(t, validate=True) is binascii.a2b_base64(t, strict_mode=True) behind a
+    Python-level wrapper that costs more than the decoding: called directly, GPT-2's 50k tokens
+    decode ~2x faster, to the same bytes. Both refuse the same inputs, so on a failure the plain
+    comprehension runs again, to raise the error it always raised.
+    """
+    if sys.version_info >= (3, 11):  # 3.10's b64decode checks the alphabet differently
+        try:
+            return [binascii.a2b_base64(t, strict_mode=True) for t in encoded]
+        except (TypeError, ValueError):  # binascii.Error is a ValueError
+            pass
+    return [base64.b64decode(t, validate=True) for t in encoded]
 
 
 # --------------------------------------------------------------------------------- tiktoken

@@ -32,7 +32,7 @@ from itertools import accumulate
 
 import regex
 
-from .unicode_classes import class_body, disputed_ranges, rewrite, stand_ins
+from .unicode_classes import Rewritten, ascii_is_disputed, class_body, disputed_ranges, rewrite, stand_ins
 
 GPT2_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -149,32 +149,74 @@ def piece_splitter(pattern: str) -> Splitter:
         a stand-in that `regex` classifies as tiktoken classifies it (same length, so the pieces
         are cut from the original at the same places); for the rare pattern where that is not
         enough (see stand_ins), the exact pattern, compiled on first need.
+    Making a splitter settles only whether ASCII text may take its route (a look at 128
+    characters); which other characters are disputed, and their stand-ins, wait for the first
+    text that needs them (_DisputedRoutes): loading a tokenizer stays cheap, and ASCII text
+    never pays for them.
     """
     _check(pattern)
     spellings = rewrite(pattern)
     compiled = regex.compile(spellings.native)
     native = compiled.findall
     ascii_split = re.compile(GPT2_ASCII_PATTERN).findall if pattern == GPT2_PATTERN else native
-    disputed = disputed_ranges(spellings.keys)
-    if not disputed:  # the installed `regex` has tiktoken's Unicode version: native is exact
-        return native if ascii_split is native else _ascii_or(ascii_split, native)
-    ascii_is_safe = disputed[0][0] >= 0x80  # always, unless the tables were broken
-    has_disputed = _disputed_search(disputed)
-    table = stand_ins(spellings.keys, disputed) if spellings.translatable else None
-    exact: list[Splitter] = []
+    ascii_is_safe = not ascii_is_disputed(spellings.keys)  # always, unless the tables were broken
+    routes = _DisputedRoutes(spellings, compiled)
 
     def split(text: str) -> list[str]:
         if text.isascii() and ascii_is_safe:  # O(1): str knows whether it is ASCII
             return ascii_split(text)
+        has_disputed = routes.has_disputed or routes.find_disputed()
         if not has_disputed(text):
             return native(text)
-        if table is not None:
-            return _cut_like(text, text.translate(table), compiled)
-        if not exact:
-            exact.append(regex.compile(spellings.exact).findall)
-        return exact[0](text)
+        return (routes.split_disputed or routes.make_split_disputed())(text)
 
     return split
+
+
+class _DisputedRoutes:
+    """The part of a splitter that deals with disputed characters, each piece made on first need.
+
+    has_disputed: does a text hold a disputed character (a DisputedSearch)? None until the first
+    text that is not ASCII; find_disputed() then asks disputed_ranges (one pass of `regex` over
+    every code point per class, once per process). Without disputed characters (the installed
+    `regex` has tiktoken's Unicode version) it answers False, and the native pattern is exact.
+    split_disputed: how a text that does is split, None until the first such text;
+    make_split_disputed() builds the stand-in route, or compiles the exact spelling when the
+    pattern cannot use stand-ins.
+
+    Threads: each attribute goes from None to its finished value in one assignment (the value it
+    depends on, _disputed, is assigned before it). Two threads that both find it None both compute
+    the same value and one assignment wins; no thread sees a half-made one.
+    """
+
+    def __init__(self, spellings: Rewritten, compiled: regex.Pattern):
+        self._spellings = spellings
+        self._compiled = compiled
+        self._disputed: tuple[tuple[int, int], ...] = ()
+        self.has_disputed: Callable[[str], bool] | None = None
+        self.split_disputed: Splitter | None = None
+
+    def find_disputed(self) -> Callable[[str], bool]:
+        disputed = disputed_ranges(self._spellings.keys)
+        self._disputed = disputed
+        has_disputed = _disputed_search(disputed) if disputed else _holds_none
+        self.has_disputed = has_disputed
+        return has_disputed
+
+    def make_split_disputed(self) -> Splitter:
+        spellings, compiled = self._spellings, self._compiled
+        table = stand_ins(spellings.keys, self._disputed) if spellings.translatable else None
+        if table is not None:
+            def split(text: str) -> list[str]:
+                return _cut_like(text, text.translate(table), compiled)
+        else:
+            split = regex.compile(spellings.exact).findall
+        self.split_disputed = split
+        return split
+
+
+def _holds_none(text: str) -> bool:
+    return False
 
 
 def _cut_like(text: str, stand_in_text: str, compiled: regex.Pattern) -> list[str]:
@@ -184,13 +226,6 @@ def _cut_like(text: str, stand_in_text: str, compiled: regex.Pattern) -> list[st
     if ends and ends[-1] == len(text):  # the pieces tile the text (tiktoken's patterns always do)
         return list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
     return [text[m.start():m.end()] for m in compiled.finditer(stand_in_text)]  # a pattern that skips characters
-
-
-def _ascii_or(ascii_split: Splitter, other: Splitter) -> Splitter:
-    def split(text: str) -> list[str]:
-        return ascii_split(text) if text.isascii() else other(text)
-
-    return split
 
 
 class DisputedSearch:

@@ -22,12 +22,14 @@ before a final "\\n") becomes `\\Z`, and Rust's `\\z` becomes `\\Z`.
 
 `native` is exact on any text in which no character is *disputed*: classified differently by the
 installed `regex` module and by the pinned tables, for one of the classes the pattern uses. Those
-are computed once per process (`disputed_ranges`: one pass of the `regex` module over all code
-points per class, a few milliseconds each) and are characters of the newest Unicode releases, so
-practically all text takes the fast path. pattern.py checks each text with a stdlib `re` search;
-a text that does hold a disputed character is split by `native` all the same, after each such
-character has been replaced by a *stand-in* that the `regex` module classifies as tiktoken
-classifies the original (`stand_ins`); `exact` is left for patterns where that is not enough.
+are computed once per process, when the first text that is not ASCII needs them
+(`disputed_ranges`: one pass of the `regex` module over all code points per class, a few
+milliseconds each; ASCII is settled at once by `ascii_is_disputed`), and are characters of the
+newest Unicode releases, so practically all text takes the fast path. pattern.py checks each
+text with a stdlib `re` search; a text that does hold a disputed character is split by `native`
+all the same, after each such character has been replaced by a *stand-in* that the `regex`
+module classifies as tiktoken classifies the original (`stand_ins`, made when the first such
+text comes); `exact` is left for patterns where that is not enough.
 
 Not pinned (the `regex` module's own tables apply): \\w, \\W, \\b, \\B, scripts and other
 properties (\\p{Greek}, \\p{Alphabetic}), non-ASCII letters and character classes under (?i).
@@ -47,7 +49,7 @@ from dataclasses import dataclass
 from . import unicode_data
 from .unicode_data import UNICODE_VERSION
 
-__all__ = ["UNICODE_VERSION", "Rewritten", "category_ranges", "disputed_ranges", "rewrite"]
+__all__ = ["UNICODE_VERSION", "Rewritten", "ascii_is_disputed", "category_ranges", "disputed_ranges", "rewrite"]
 
 Ranges = tuple[tuple[int, int], ...]
 MAX_CODE_POINT = 0x10FFFF
@@ -148,6 +150,30 @@ def regex_spelling(key: tuple) -> str:
     if key[0] == "ws":
         return r"\s"
     return f"(?i:{key[1]})"
+
+
+# Groups of categories that the `regex` module also knows under one name (Unicode's own groups),
+# the larger ones first: {Lu, Ll, Lt, Lm, Lo} is \p{L}, not \p{LC} and two more.
+_NAMED_GROUPS = {**_GROUPS, "LC": frozenset({"Lu", "Ll", "Lt"})}
+
+
+def regex_spelling_parts(key: tuple) -> tuple[str, ...]:
+    """regex_spelling(key) as a union of single-property spellings, for scanning with `regex`.
+
+    `regex` tests one property (\\p{L}) with a single table lookup, but a class of several
+    ([\\p{Ll}\\p{Lm}\\p{Lo}\\p{Lt}\\p{Lu}]) member by member, ~8x slower over every code point.
+    So whole groups are spelled by their group name (\\p{L} is by definition the union of its
+    categories; tests/test_tokenizer_load_speed.py checks that the installed `regex` agrees)
+    and the rest one category each: each part is one fast pass, and their matches are unioned.
+    """
+    if key[0] != "gc":
+        return (regex_spelling(key),)
+    left, parts = set(key[1]), []
+    for name, members in _NAMED_GROUPS.items():
+        if members <= left:
+            parts.append(rf"\p{{{name}}}")
+            left -= members
+    return (*parts, *(rf"\p{{{gc}}}" for gc in sorted(left)))
 
 
 def class_body(ranges: Ranges) -> str:
@@ -378,14 +404,25 @@ class _Rewriter:
 # ------------------------------------------------------------------- where `regex` disagrees
 def _all_code_points() -> str:
     """Every code point except the surrogates, in order, as one string (~1.1M characters, 4.4 MB:
-    built when needed, not kept)."""
-    code_points = array("I", range(0xD800))
-    code_points.extend(range(0xE000, MAX_CODE_POINT + 1))
-    return code_points.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
+    built when needed, not kept).
+
+    Built from bytes, not from 1.1M Python ints: plane 0's 65,536 code points as uint32, copied
+    17 times, and in copy p the byte that holds the plane number (bits 16..23) set to p, all
+    C-level copies (~5x faster than array("I", range(0x110000))).
+    """
+    plane_0 = array("I", range(0x10000))
+    assert plane_0.itemsize == 4, "utf-32 needs 4-byte code units"
+    data = bytearray(plane_0.tobytes() * 17)
+    plane_byte = 2 if sys.byteorder == "little" else 1
+    data[plane_byte::4] = b"".join(bytes([plane]) * 0x10000 for plane in range(17))
+    del data[0xD800 * 4:0xE000 * 4]  # the surrogates: not characters, and the codec refuses them
+    return data.decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
 
 
 def _regex_ranges(spelling: str, everything: str) -> Ranges:
-    """The code points the `regex` module matches with `spelling`, using its own tables."""
+    """The code points the `regex` module matches with `spelling`, using its own tables.
+
+    `everything` is _all_code_points() or a prefix of it (such as the 128 ASCII characters)."""
     import regex
 
     ranges = []
@@ -422,14 +459,39 @@ _disputed: dict[tuple, Ranges] = {}  # key -> its disputed ranges, computed once
 def disputed_ranges(keys: Iterable[tuple]) -> Ranges:
     """Code points that the `regex` module, with its own tables, puts in a different class than
     the pinned tables do, for any of these pinned constructs. Empty when its Unicode version is
-    the pinned one."""
+    the pinned one.
+
+    One pass of `regex` over every code point per part of each key (regex_spelling_parts), a few
+    milliseconds each; pattern.py asks for it only when a text that is not ASCII needs it.
+    Threads may compute the same key at once: each stores the same value, whole."""
     keys = list(keys)
     missing = [key for key in keys if key not in _disputed]
     if missing:
         everything = _all_code_points()
         for key in missing:
-            _disputed[key] = _symmetric_difference(pinned_ranges(key), _regex_ranges(regex_spelling(key), everything))
+            _disputed[key] = _disputed_within(key, everything)
     return _merge(r for key in keys for r in _disputed[key])
+
+
+def _disputed_within(key: tuple, code_points: str) -> Ranges:
+    """disputed_ranges((key,)) among the first len(code_points) code points of _all_code_points()."""
+    last = len(code_points) - 1 if len(code_points) <= 0xD800 else len(code_points) + 0x7FF
+    pinned = tuple((lo, min(hi, last)) for lo, hi in pinned_ranges(key) if lo <= last)
+    matched = _merge(r for part in regex_spelling_parts(key) for r in _regex_ranges(part, code_points))
+    return _symmetric_difference(pinned, matched)
+
+
+_ASCII = "".join(map(chr, range(0x80)))
+
+
+@functools.cache
+def ascii_is_disputed(keys: frozenset) -> bool:
+    """Whether disputed_ranges(keys) holds an ASCII character (never, unless the tables were broken).
+
+    Asked of the 128 ASCII characters alone (a `regex` pass over 128 characters, not 1.1M), so
+    that a splitter knows at once whether ASCII text may take its fast route, and ASCII text
+    never waits for disputed_ranges."""
+    return any(_disputed_within(key, _ASCII) for key in keys)
 
 
 # --------------------------------------------------------------------------- the stand-in trick
@@ -452,19 +514,42 @@ def stand_ins(keys: frozenset, disputed: Ranges) -> dict[int, str] | None:
     def signature(c: int) -> tuple[bool, ...]:
         return tuple(_contains(ranges, c) for ranges in classes)
 
-    needed = {signature(c) for lo, hi in disputed for c in range(lo, hi + 1)}
+    # A character's signature changes only where a class starts or ends, so it is computed once
+    # per segment of the disputed ranges between two such places, not once per character.
+    segments = _cut_at_boundaries(disputed, classes)
+    needed = {signature(lo) for lo, _ in segments}
     # Every class is a union of whole General_Category runs, White_Space or a few case-fold
     # characters, so the signatures that exist all show up on these candidates.
     starts, _ = _category_runs()
     candidates = set(starts) | {s - 1 for s in starts[1:]} | {MAX_CODE_POINT}
     candidates |= {c for key in ordered if key[0] != "gc" for lo, hi in pinned_ranges(key) for c in range(lo, hi + 1)}
-    chosen: dict[tuple[bool, ...], int] = {}
+    chosen: dict[tuple[bool, ...], int] = {}  # signature -> the smallest candidate that has it
     for c in sorted(candidates):
         if c >= 0x80 and not 0xD800 <= c <= 0xDFFF and not _contains(disputed, c):
             chosen.setdefault(signature(c), c)
+            if needed <= chosen.keys():  # later candidates could only choose for other signatures
+                break
     if not needed <= chosen.keys():
         return None
-    return {c: chr(chosen[signature(c)]) for lo, hi in disputed for c in range(lo, hi + 1)}
+    table: dict[int, str] = {}
+    for lo, hi in segments:
+        table.update(dict.fromkeys(range(lo, hi + 1), chr(chosen[signature(lo)])))
+    return table
+
+
+def _cut_at_boundaries(ranges: Ranges, classes: list[Ranges]) -> list[tuple[int, int]]:
+    """`ranges`, each cut where a range of `classes` starts or ends after its start: within each
+    piece, every character is in the same classes."""
+    cuts = sorted({lo for cls in classes for lo, _ in cls} | {hi + 1 for cls in classes for _, hi in cls})
+    pieces = []
+    for lo, hi in ranges:
+        i = bisect.bisect_right(cuts, lo)  # the first cut after lo
+        while i < len(cuts) and cuts[i] <= hi:
+            pieces.append((lo, cuts[i] - 1))
+            lo = cuts[i]
+            i += 1
+        pieces.append((lo, hi))
+    return pieces
 
 
 def _contains(ranges: Ranges, c: int) -> bool:
