@@ -37,7 +37,7 @@ help:
 	@echo "make hellaswag|export-hf|gpu-check    evaluation, HF export, GPU throughput check"
 	@echo "make sft|chat         fine-tune the pretrained model on conversations, then talk to it (PROMPT=... once); make chat-web: in the browser"
 	@echo "make docs             rerun the demo and regenerate the README's committed figures (docs/img/)"
-	@echo "make bench            all benchmarks (bench-encode, bench-learn-bpe, bench-shards, bench-ray, bench-serve; BENCHMARKS.md)"
+	@echo "make bench            all benchmarks (bench-encode, bench-encode-cost, bench-learn-bpe, bench-shards, bench-ray, bench-serve; BENCHMARKS.md)"
 	@echo "FORCE=1 redo the named stage; VERIFY=1 hash every output before skipping a stage; DEBUG=1 tracebacks"
 	@echo "EXECUTOR=ray RAY_ADDRESS=host:port   make data|tokenizer|shards as tasks on a Ray cluster (same bytes)"
 
