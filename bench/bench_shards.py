@@ -266,11 +266,11 @@ def main(argv: list[str] | None = None) -> None:
         "## Shards (make shards)\n\n"
         f"{stamp()}\n\n"
         "End to end (read raw parquet, start workers, encode with GPT-2's vocabulary, write uint16 .npy) on the "
-        "two corpora of bench/encode_corpora.py, built offline from files on this machine: the encoder was tuned "
-        "on the first and only measured on the second. Every run starts with cold caches. Best of "
-        f"{args.repeats} interleaved rounds, each run in a fresh process. Targets: ours >= 1.0x the reference "
-        "with 1 and 2 workers, and 2 workers >= 1.6x 1 worker. Wall seconds are what the run took on this "
-        "shared machine; CPU-bound seconds are what it would take on idle cores (see bench/bench_shards.py). "
+        "two corpora of bench/encode_corpora.py, built offline from files installed on the benchmark machine: "
+        "the encoder was tuned on the first and only measured on the second. Every run starts with cold caches. "
+        f"Best of {args.repeats} interleaved rounds, each run in a fresh process. Targets: ours >= 1.0x the reference "
+        "with 1 and 2 workers, and 2 workers >= 1.6x 1 worker. Wall seconds are what the run took on the "
+        "shared benchmark machine; CPU-bound seconds are what it would take on idle cores (see bench/bench_shards.py). "
         f"Load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n\n"
         + table + "\n\nScaling from 1 to 2 workers:\n" + scaling_lines
     )

@@ -17,7 +17,8 @@ at each of its steps in turn (bpe.ChunkCache.__missing__, "Caches" and "Misses" 
 The steps' costs are the differences between consecutive rows. The variants run on the real
 tokenizer's splitters and rank table; their outputs are wrong on purpose (placeholders), so they live
 here and not in tokenizer/. Every row runs in the same interleaved rounds, reference first, best of
---repeats (CPU seconds: the machine is shared). The last column is the ratio to tiktoken a cold pass
+--repeats (CPU seconds: the machine is shared), each pass in a fresh process (see in_fresh_process).
+The last column is the ratio to tiktoken a cold pass
 would have with that step and the ones below it free, plus what turning packed ids into a list costs
 (encode_ordinary's output, which tiktoken's also is): the ceiling that any speed-up of those steps
 can reach. Results go to BENCHMARKS.md, section "encode-cost".
@@ -27,11 +28,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import struct
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from bench.report import markdown_table, stamp, update_section
 
+REPO = Path(__file__).resolve().parent.parent
 PLACEHOLDER = b"\0\0"  # two bytes of packed ids standing for whatever the skipped steps would give
 
 
@@ -66,53 +73,84 @@ def _variants(ChunkCache, ranks: dict[bytes, int]):
             ("+ looking pieces up, learning whole-token ones, joining", PlusPieces)]
 
 
-def measure(corpus: str, texts: list[str], tok, enc, repeats: int) -> tuple[str, str]:
+STEPS = ["chunks only", "+ splitting new chunks into pieces", "+ looking pieces up, learning whole-token ones, joining",
+         "the real pass: + merging new pieces that are not tokens"]
+TOLIST = "making the list of ints (memoryview.tolist, any pass)"
+TIKTOKEN = "tiktoken encode_ordinary (Rust), per document"
+
+
+def one_pass(kind: str, texts: list[str]) -> float:
+    """CPU seconds of one pass of `kind` (a STEPS label, TOLIST or TIKTOKEN) over `texts`, from a
+    fresh cache; building the tokenizers is not timed."""
+    from tokenizer import Tokenizer
     from tokenizer.bpe import ChunkCache
+    from tokenizer.gpt2_files import gpt2_package_files
 
+    encoder_json, vocab_bpe = gpt2_package_files()
+    tok = Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
     real = tok._cache
-    if type(real) is not ChunkCache:
-        raise SystemExit("encode-cost: needs GPT-2's pattern (the chunk cache)")
-    ranks = real.ranks
-    caches = [(label, cls(ranks, real.typecode, real.split_pieces)) for label, cls in _variants(ChunkCache, ranks)]
-    caches.append(("the real pass: + merging new pieces that are not tokens", real))
-    n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-    best: dict[str, float] = {}
+    if kind == TIKTOKEN:
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    def keep(key: str, seconds: float) -> None:
-        best[key] = min(best.get(key, float("inf")), seconds)
-
-    def timed(fn) -> float:
+        enc = tiktoken.Encoding("gpt2-offline", pat_str=tok.pattern, special_tokens=tok.special_tokens,
+                                mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)))
         t0 = time.process_time()
-        fn()
+        for text in texts:
+            enc.encode_ordinary(text)
         return time.process_time() - t0
-
     packed = tok._packed_ordinary
-    try:
+    if kind == TOLIST:
+        out = [packed(text) for text in texts]
+        t0 = time.process_time()
+        for ids in out:
+            memoryview(ids).cast(real.typecode).tolist()
+        return time.process_time() - t0
+    variants = dict(_variants(ChunkCache, real.ranks))
+    if kind in variants:
+        tok._cache = variants[kind](real.ranks, real.typecode, real.split_pieces)
+    elif kind != STEPS[-1]:
+        raise ValueError(f"encode-cost: unknown kind {kind!r}")
+    t0 = time.process_time()
+    for text in texts:
+        packed(text)
+    return time.process_time() - t0
+
+
+def in_fresh_process(kind: str, texts_file: Path) -> float:
+    """one_pass in a new interpreter: every pass starts from a fresh heap. (In one long process each
+    cold pass leaves the allocator's memory scattered for the next one, which then runs measurably
+    slower, and whichever row runs first would look cheapest.)"""
+    out = subprocess.run([sys.executable, "-m", "bench.encode_cost", "--one", kind, str(texts_file)],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def measure(corpus: str, texts: list[str], repeats: int, run=None) -> tuple[str, str]:
+    """Best of `repeats` interleaved rounds of every row; `run(kind, texts)` times one pass (by
+    default in a fresh process each)."""
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="encode_cost_") as tmp:
+        texts_file = Path(tmp) / "texts.pickle"
+        if run is None:
+            texts_file.write_bytes(pickle.dumps(texts))
+
+            def run(kind, _texts):
+                return in_fresh_process(kind, texts_file)
+
         for _ in range(repeats):
-            keep("tiktoken", timed(lambda: [enc.encode_ordinary(t) for t in texts]))
-            for label, cache in caches:
-                cache.clear()
-                tok._cache = cache
-                keep(label, timed(lambda: [packed(t) for t in texts]))
-            tok._cache = real
-            out = [packed(t) for t in texts]  # warm now: what making the lists costs
-
-            def make_lists(out=out):
-                return [memoryview(p).cast(real.typecode).tolist() for p in out]
-
-            keep("tolist", timed(make_lists))
-    finally:
-        tok._cache = real
-    tiktoken, tolist = best["tiktoken"], best["tolist"]
+            for kind in [TIKTOKEN, *STEPS, TOLIST]:
+                best[kind] = min(best.get(kind, float("inf")), run(kind, texts))
+    n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    tiktoken, tolist, whole = best[TIKTOKEN], best[TOLIST], best[STEPS[-1]]
     rows, previous = [], None
-    for label, _ in caches:
+    for label in STEPS:
         seconds = best[label]
         step = "-" if previous is None else f"{seconds - previous:+.3f}"
-        rows.append([label, f"{seconds:.3f}", step, f"{seconds / best[caches[-1][0]]:.0%}",
-                     f"{tiktoken / (seconds + tolist):.2f}x"])
+        rows.append([label, f"{seconds:.3f}", step, f"{seconds / whole:.0%}", f"{tiktoken / (seconds + tolist):.2f}x"])
         previous = seconds
-    rows.append(["making the list of ints (memoryview.tolist, any pass)", f"{tolist:.3f}", "-", "-", "-"])
-    rows.append(["tiktoken encode_ordinary (Rust), per document", f"{tiktoken:.3f}", "-", "-", "1.00x"])
+    rows.append([TOLIST, f"{tolist:.3f}", "-", "-", "-"])
+    rows.append([TIKTOKEN, f"{tiktoken:.3f}", "-", "-", "1.00x"])
     note = f"{corpus}: {len(texts):,} documents, {n_bytes / 1e6:.1f} MB UTF-8, GPT-2's vocabulary."
     table = markdown_table(["cold pass, packed ids, up to and including", "CPU s", "step", "of the real pass",
                             "vs tiktoken, with the steps below free (+ the list)"], rows)
@@ -123,23 +161,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best is reported")
     parser.add_argument("--no-write", action="store_true", help="print the tables, do not touch BENCHMARKS.md")
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "TEXTS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    if args.one:
+        print(one_pass(args.one[0], pickle.loads(Path(args.one[1]).read_bytes())))
+        return
 
     from bench.encode_corpora import CORPORA
-    from tokenizer import Tokenizer
-    from tokenizer.gpt2_files import gpt2_package_files
 
-    encoder_json, vocab_bpe = gpt2_package_files()
-    tok = Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
-    enc = tiktoken.Encoding("gpt2-offline", pat_str=tok.pattern,
-                            mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)),
-                            special_tokens=tok.special_tokens)
     parts = []
     for corpus, build in CORPORA.items():
-        note, table = measure(corpus, build(), tok, enc, args.repeats)
+        note, table = measure(corpus, build(), args.repeats)
         parts.append(f"{note}\n\n{table}")
         print(parts[-1], flush=True)
     text = (
@@ -148,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         "Our first pass over unseen text (one call per document, packed ids, fresh caches) with the miss path "
         "cut short after each of its steps (bench/encode_cost.py): each row adds one step, \"step\" is what it "
         "costs. The last column is the ceiling: the ratio to tiktoken if the steps below that row cost nothing. "
-        f"CPU seconds, best of {args.repeats} interleaved rounds; 1-minute load average at the end "
+        f"CPU seconds, best of {args.repeats} interleaved rounds, each pass in a fresh process; 1-minute load "
+        f"average at the end "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n\n" + "\n\n".join(parts)
     )
     if not args.no_write:

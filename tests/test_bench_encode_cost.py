@@ -38,16 +38,28 @@ def test_each_variant_stops_after_its_step(gpt2, tiktoken_gpt2):
     assert _encode_with(gpt2, plus_pieces, [" unmaintainability"]) == [[placeholder]]
 
 
-def test_measure_reports_every_step_and_restores_the_tokenizer(gpt2, tiktoken_gpt2, corpus_texts):
+def test_measure_reports_every_step(corpus_texts):
     texts = corpus_texts[:40]
-    real = gpt2._cache
-    note, table = encode_cost.measure("sample", texts, gpt2, tiktoken_gpt2, repeats=1)
-    assert gpt2._cache is real
-    assert [gpt2.encode_ordinary(t) for t in texts] == [tiktoken_gpt2.encode_ordinary(t) for t in texts]
+    runs = []
+
+    def run(kind, xs):  # in this process: the fresh-process runner is checked below
+        runs.append(kind)
+        return encode_cost.one_pass(kind, xs)
+
+    note, table = encode_cost.measure("sample", texts, repeats=1, run=run)
+    assert runs == [encode_cost.TIKTOKEN, *encode_cost.STEPS, encode_cost.TOLIST]
     assert "sample: 40 documents" in note
     lines = table.splitlines()[2:]
-    assert [line.split(" | ")[0].lstrip("| ") for line in lines] == [
-        "chunks only", "+ splitting new chunks into pieces", "+ looking pieces up, learning whole-token ones, joining",
-        "the real pass: + merging new pieces that are not tokens",
-        "making the list of ints (memoryview.tolist, any pass)", "tiktoken encode_ordinary (Rust), per document"]
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines] == [*encode_cost.STEPS, encode_cost.TOLIST,
+                                                                     encode_cost.TIKTOKEN]
     assert " | 100% | " in lines[3]  # the real pass is the whole of itself
+
+
+def test_a_pass_in_a_fresh_process(tmp_path, corpus_texts):
+    import pickle
+
+    texts_file = tmp_path / "texts.pickle"
+    texts_file.write_bytes(pickle.dumps(corpus_texts[:20]))
+    assert encode_cost.in_fresh_process(encode_cost.STEPS[-1], texts_file) > 0
+    with pytest.raises(ValueError, match="unknown kind"):
+        encode_cost.one_pass("no such step", corpus_texts[:1])
