@@ -70,11 +70,11 @@ goes through `packed_many` instead, which puts those merges off and does them al
   3. the put-off pieces are merged together, their buffers filled and stored, then the buffers of
      the waiting chunks (a join of their parts, now all filled), and only then each text is joined.
 Nothing is looked up twice and no pass is added for text already seen. What it saves is bounded,
-though: merging is only a quarter or so of the cost of new text, the rest being the regex on each
-new chunk and its lookups, and waiting costs each waiting chunk a little (BENCHMARKS.md has the
-figures: at best a few percent, and a loss on text full of URLs and hashes, which is why neither
-`make shards` nor encode_batch uses it). A single text merges its
-new pieces on the spot (`packed`), and so does a batch with fewer than MIN_BATCH pieces to merge.
+though: merging is a quarter to a third of the cost of new text (`make bench-encode-cost`), the rest
+the chunk regex, the piece regex on each new chunk and the lookups; and waiting costs each waiting chunk
+a little (BENCHMARKS.md has the figures: at best a few percent, and a loss on text full of URLs and
+hashes, which is why neither `make shards` nor encode_batch uses it). A single text merges its new
+pieces on the spot (`packed`), and so does a batch with fewer than MIN_BATCH pieces to merge.
 Only the thread running `packed_many` puts anything off: another thread encoding with the same
 tokenizer meanwhile merges on the spot, so no thread ever joins a buffer another has yet to fill.
 
