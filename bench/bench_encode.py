@@ -131,6 +131,23 @@ def load_baseline(directory: Path):
     return module.Tokenizer
 
 
+def gpt2_and_tiktoken():
+    """(our GPT-2 tokenizer, tiktoken's r50k_base) both built offline from the same two vocabulary files:
+    the pair every encoding benchmark compares."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from tokenizer import Tokenizer
+    from tokenizer.gpt2_files import gpt2_package_files
+
+    encoder_json, vocab_bpe = gpt2_package_files()
+    tok = Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
+    enc = tiktoken.Encoding("gpt2-offline", pat_str=tok.pattern,
+                            mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)),
+                            special_tokens=tok.special_tokens)
+    return tok, enc
+
+
 BATCH_DOCS = 256  # documents per encode_to_arrays call: a row group of `make data`'s raw files
 
 
@@ -202,20 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     baseline_class = load_baseline(args.baseline) if args.baseline else None
 
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
     from pipelines.sources import python_docs
     from tokenizer import Tokenizer
     from tokenizer.gpt2_files import gpt2_package_files
 
     texts = python_docs.texts()
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    encoder_json, vocab_bpe = gpt2_package_files()
-    tok = Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
-    enc = tiktoken.Encoding("gpt2-offline", pat_str=tok.pattern,
-                            mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)),
-                            special_tokens=tok.special_tokens)
+    encoder_json, vocab_bpe = gpt2_package_files()  # fresh tokenizers per corpus, and the baseline's, below
+    tok, enc = gpt2_and_tiktoken()
     reference = [enc.encode_ordinary(t) for t in texts]
     n_tokens = sum(map(len, reference))
     tok.clear_cache()

@@ -82,19 +82,12 @@ TIKTOKEN = "tiktoken encode_ordinary (Rust), per document"
 def one_pass(kind: str, texts: list[str]) -> float:
     """CPU seconds of one pass of `kind` (a STEPS label, TOLIST or TIKTOKEN) over `texts`, from a
     fresh cache; building the tokenizers is not timed."""
-    from tokenizer import Tokenizer
+    from bench.bench_encode import gpt2_and_tiktoken
     from tokenizer.bpe import ChunkCache
-    from tokenizer.gpt2_files import gpt2_package_files
 
-    encoder_json, vocab_bpe = gpt2_package_files()
-    tok = Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
+    tok, enc = gpt2_and_tiktoken()
     real = tok._cache
     if kind == TIKTOKEN:
-        import tiktoken
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        enc = tiktoken.Encoding("gpt2-offline", pat_str=tok.pattern, special_tokens=tok.special_tokens,
-                                mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)))
         t0 = time.process_time()
         for text in texts:
             enc.encode_ordinary(text)

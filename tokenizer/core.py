@@ -191,7 +191,7 @@ class Tokenizer:
                    if type(a) is bytes and type(b) is bytes and a in ranks and b in ranks and a + b in ranks]
             if len(out) == len(merges):
                 return out
-        except Exception:  # the loop below meets the same merge and raises what it always raised
+        except (TypeError, ValueError):  # a malformed merge: the loop below raises what it always raised
             pass
         out = []  # some merge is not valid: the loop names the first one
         for i, pair in enumerate(merges):
