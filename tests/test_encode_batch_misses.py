@@ -21,6 +21,20 @@ from tokenizer.pattern import GPT2_PATTERN
 from tokenizer.reference_bpe import merge_piece
 
 
+@pytest.fixture(autouse=True)
+def without_chunk_table(monkeypatch):
+    """The tokenizers made here batch through packed_many, as a batch does with a pattern that has no
+    chunks (cl100k's, o200k's) or while another thread's batch holds the chunk table: with GPT-2's
+    pattern, encode_to_arrays otherwise takes the chunk table (tests/test_chunk_table.py)."""
+    made = Tokenizer.__init__
+
+    def without_table(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        self._chunk_table_size = None
+
+    monkeypatch.setattr(Tokenizer, "__init__", without_table)
+
+
 @pytest.fixture(scope="module")
 def gpt2(gpt2_files) -> Tokenizer:
     return Tokenizer.from_gpt2_files(*gpt2_files)

@@ -57,7 +57,9 @@ encoding a text is one cheap `re.findall`, one dict lookup per chunk and one joi
 Misses, in batches
 ------------------
 On text the caches have not seen, each new piece that is not a token already runs the merge loop,
-~5 us of interpreter time for a short word. A batch of texts given to Tokenizer.encode_to_arrays
+~5 us of interpreter time for a short word. With GPT-2's regex, a batch of texts given to
+Tokenizer.encode_to_arrays goes through chunk_table.py, which does the chunk cache's work in numpy
+and hands its new pieces to `learn_pieces`, all at once. With other patterns (no chunks), a batch
 goes through `packed_many` instead, which puts those merges off and does them all together at the end
 (merge_batch.py: the same loop, run for thousands of pieces at once in numpy, ~1 us a piece):
   1. the texts' chunks are looked up exactly as on a hit, one `map(cache.__getitem__, ...)` per text;
@@ -73,7 +75,7 @@ Nothing is looked up twice and no pass is added for text already seen. What it s
 though: merging is a quarter to a third of the cost of new text (`make bench-encode-cost`), the rest
 the chunk regex, the piece regex on each new chunk and the lookups; and waiting costs each waiting chunk
 a little (BENCHMARKS.md has the figures: at best a few percent, and a loss on text full of URLs and
-hashes, which is why neither `make shards` nor encode_batch uses it). A single text merges its new
+hashes, which is why encode_batch does not use it). A single text merges its new
 pieces on the spot (`packed`), and so does a batch with fewer than MIN_BATCH pieces to merge.
 Only the thread running `packed_many` puts anything off: another thread encoding with the same
 tokenizer meanwhile merges on the spot, so no thread ever joins a buffer another has yet to fill.
@@ -338,6 +340,31 @@ class PieceCache(dict):
         ids = self._packed_bpe(piece)
         self._store(piece, ids)
         return ids
+
+    def learn_pieces(self, pieces: list[str]) -> list[bytes]:
+        """Packed ids of many distinct pieces (strings the pre-tokeniser gives whole), cached: the
+        ones not cached yet that need merging are merged together (in numpy when there are
+        MIN_BATCH or more, see _merge_many). chunk_table.py hands each batch's new pieces here."""
+        out = list(map(self.get, pieces))
+        new = [i for i, ids in enumerate(out) if ids is None]
+        if not new:
+            return out
+        learned: dict[str, bytes] = {}
+        to_merge: list[int] = []
+        get_rank, pack_id = self.ranks.get, self._pack_id
+        for i in new:
+            rank = get_rank(pieces[i].encode("utf-8"))
+            if rank is None:
+                to_merge.append(i)
+            else:  # the whole piece is a token
+                out[i] = learned[pieces[i]] = pack_id(rank)
+        if to_merge:
+            for i, ids in zip(to_merge, self._merge_many([pieces[i].encode("utf-8") for i in to_merge])):
+                out[i] = learned[pieces[i]] = ids
+        if len(self) >= self.max_size:
+            self.clear()
+        self._store_many(learned)
+        return out
 
     def clear(self) -> None:
         super().clear()

@@ -13,8 +13,10 @@ exact: it stores the output of a pure function of its key, and the tokenizer nev
 Cached ids are packed into bytes (uint16 or uint32), so every encode first builds the packed ids
 of the whole text with one join; encode() unpacks them into a list, encode_to_array() and
 encode_batch()'s worker processes pass them on as they are (see bpe.py, parallel.py).
-encode_to_arrays() encodes many texts in one call, so that the words none of them had seen are
-merged together, in numpy, at the end of the call (bpe.py, "Misses, in batches").
+encode_to_arrays() encodes many texts in one call: with GPT-2's regex about a megabyte at a time
+in numpy (chunk_table.py: chunks found, looked up and learned as arrays, Python only for pieces
+never seen); with other patterns with the new words of all of them merged together at the end
+(bpe.py, "Misses, in batches").
 
 Ids: 0..255 are the single bytes (in GPT-2's byte order when trained here or loaded from GPT-2's
 files), then merged tokens by rank, then special tokens. `n_vocab` is the largest id + 1.
@@ -45,6 +47,10 @@ from .unicode_data import UNICODE_VERSION
 
 EOT = "<|endoftext|>"
 FINGERPRINT_VERSION = "ljt-fingerprint-v1"
+# encode_to_arrays hands texts to the chunk table in batches of about this many characters: enough
+# that its few dozen numpy calls per batch cost next to nothing per text and that a batch's new
+# words are learned together, few enough that a batch's arrays (~100 bytes per chunk) stay small.
+TABLE_BATCH_CHARS = 1 << 20
 # The Unicode version of the character tables (unicode_data.py) that every fingerprint so far
 # implies; see compute_fingerprint.
 FINGERPRINT_UNICODE_BASELINE = "16.0.0"
@@ -140,9 +146,12 @@ class Tokenizer:
             # Fast path: chunk -> ids; the regex runs only on chunks never seen (see pattern.py).
             self._cache: PieceCache = ChunkCache(ranks, self._typecode, self._split_pieces, cache_size, cache_bytes)
             self._split_text = split_chunks
+            self._chunk_table_size: int | None = cache_size  # the table is made by the first batch
         else:
             self._cache = PieceCache(ranks, self._typecode, cache_size, cache_bytes)
             self._split_text = self._split_pieces
+            self._chunk_table_size = None  # no chunks, no chunk table
+        self._chunk_table = None
 
     # ----------------------------------------------------------------------------- validation
     @staticmethod
@@ -254,13 +263,14 @@ class Tokenizer:
         allowed_special: Literal["all"] | Collection[str] = frozenset(),
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[array]:
-        """encode_to_array() of every text, in this process, with their new words merged together.
+        """encode_to_array() of every text, in this process: the fast way to encode many texts.
 
-        Without allowed special tokens, the pieces that none of the texts' lookups found and that
-        need merging are collected over all the texts and merged together, in numpy (bpe.py,
-        "Misses, in batches"). Merging itself gets ~5x cheaper that way, but it is only part of the
-        cost of new text, and collecting costs too: BENCHMARKS.md measures this against one call
-        per text, which is about as fast. For parallel encoding see encode_batch().
+        Without allowed special tokens and with GPT-2's regex, the texts go through the chunk table
+        about TABLE_BATCH_CHARS characters at a time (chunk_table.py): a batch's chunks are looked
+        up, and its new chunks cut into pieces, in numpy, and only the pieces none of them had seen
+        reach Python. BENCHMARKS.md ("tokenizer-encode") measures it against one call per text.
+        With other patterns, the new pieces of all the texts are merged together, in numpy (bpe.py,
+        "Misses, in batches"). For parallel encoding see encode_batch().
         """
         if isinstance(texts, str):
             raise TypeError("encode_to_arrays() argument 'texts' must be a list of str, not a single str")
@@ -280,6 +290,34 @@ class Tokenizer:
             return self._cache.packed(self._split_text(_repair_surrogates(text)))
 
     def _packed_ordinary_many(self, texts: list[str]) -> list[bytes]:
+        """_packed_ordinary of every text: through the chunk table (chunk_table.py) in batches of
+        about TABLE_BATCH_CHARS characters; without one, with their misses learned together (bpe.py)."""
+        table = self._chunk_table
+        if table is None and self._chunk_table_size is not None:
+            from .chunk_table import ChunkTable  # numpy: imported by the first batch, not by loading
+
+            table = self._chunk_table = ChunkTable(self._typecode, self._chunk_table_size)
+        if table is None or not table.lock.acquire(blocking=False):  # another thread's batch has it
+            return self._packed_dict_many(texts)
+        try:
+            out: list[bytes] = []
+            start, size = 0, 0
+            for end, text in enumerate(texts, 1):
+                size += len(text)
+                if size >= TABLE_BATCH_CHARS or end == len(texts):
+                    out += self._packed_table_batch(texts[start:end])
+                    start, size = end, 0
+        finally:
+            table.lock.release()
+        return out
+
+    def _packed_table_batch(self, texts: list[str]) -> list[bytes]:
+        try:
+            return self._chunk_table.encode(texts, self._cache.__getitem__, self._cache.learn_pieces)
+        except UnicodeEncodeError:  # a lone surrogate in some text: the dict path repairs it
+            return list(map(self._packed_ordinary, texts))
+
+    def _packed_dict_many(self, texts: list[str]) -> list[bytes]:
         """_packed_ordinary of every text, with the misses of all of them learned together (bpe.py)."""
         try:
             return self._cache.packed_many(map(self._split_text, texts))
@@ -383,6 +421,8 @@ class Tokenizer:
     def clear_cache(self) -> None:
         """Forget cached pieces and chunks (only useful to measure a cold start)."""
         self._cache.clear()
+        if self._chunk_table is not None:
+            self._chunk_table = None  # the next batch makes a new one (another thread may be using this one)
 
     # -------------------------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

@@ -127,8 +127,9 @@ def encode_batch(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     n_workers = min(n_workers, len(texts))
     if n_workers <= 1 or sum(map(len, texts)) < min_parallel_chars:
-        return [tok.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
-                for t in texts]
+        # All the texts in one call: with GPT-2's regex they go through the chunk table (chunk_table.py).
+        packed = tok._encode_packed_many(texts, allowed_special, disallowed_special, "encode_batch")
+        return [memoryview(ids).cast(tok._typecode).tolist() for ids in packed]
 
     # The shared buffer is sized for the worst case (MAX_IDS_PER_CHAR ids of 4 bytes per character);
     # untouched pages cost nothing, but the mapping itself must stay reasonable, so a huge batch is
@@ -189,23 +190,25 @@ class _ForkedBatch:
         unpack what the children have finished: so unpacking keeps pace with the children however
         big this job is, and little is left to unpack once the last job is done."""
         a, b = self.ranges[job]
-        encode, options, texts, out = self.tok.encode, self.options, self.texts, self.out
-        since_drain = 0
+        encode_many, texts, out, fmt = self.tok._encode_packed_many, self.texts, self.out, self.fmt
+        allowed, disallowed = self.options["allowed_special"], self.options["disallowed_special"]
+        start, since_drain = a, 0
         for i in range(a, b):
-            out[i] = encode(texts[i], **options)
             since_drain += len(texts[i])
-            if since_drain >= DRAIN_EVERY_CHARS:
+            if since_drain >= DRAIN_EVERY_CHARS or i == b - 1:  # the texts since the last drain, in one call
+                packed = encode_many(texts[start : i + 1], allowed, disallowed, "encode_batch")
+                for j, ids in enumerate(packed, start):
+                    out[j] = memoryview(ids).cast(fmt).tolist()
                 collect_finished()
-                since_drain = 0
+                start, since_drain = i + 1, 0
 
     def _packed_job(self, job: int, counts, ids_bytes, itemsize: int) -> None:
         """A child encodes a job's texts straight into shared memory: packed ids and counts."""
-        encode, texts = self.tok._encode_packed, self.texts
+        encode_many, texts = self.tok._encode_packed_many, self.texts  # a job's texts in one call
         allowed, disallowed = self.options["allowed_special"], self.options["disallowed_special"]
         a, b = self.ranges[job]
         position = self.id_offsets[job] * itemsize  # in bytes
-        for i in range(a, b):
-            packed = encode(texts[i], allowed, disallowed, "encode_batch")
+        for i, packed in zip(range(a, b), encode_many(texts[a:b], allowed, disallowed, "encode_batch")):
             n = len(packed)
             counts[i] = n // itemsize
             ids_bytes[position : position + n] = packed
