@@ -52,7 +52,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,28 +164,42 @@ def encode_task(task: tuple[int, int], split: str) -> tuple[list[int], list[str]
     eot = tok.eot_id
     flat = array(_worker["typecode"])
     lengths = array("Q")
+    # The data stage already skips empty documents; raw files from elsewhere may not.
+    kept = [texts[r] for r in rows if isinstance(texts[r], str) and texts[r].strip()]
+    # All the row group's documents in one call: the tokenizer looks their chunks up in batches,
+    # in numpy (tokenizer/chunk_table.py), and the ids come packed: no Python int for any token.
+    encoded_docs = iter(tok.encode_to_arrays(kept, disallowed_special=()))  # = encode_ordinary
     for r in rows:
         text = texts[r]
         if not isinstance(text, str) or not text.strip():
-            lengths.append(0)   # the data stage already skips these; raw files from elsewhere may not
+            lengths.append(0)
             continue
-        # Packed ids straight from the tokenizer's cache: no Python int is made for any token.
-        encoded = tok.encode_to_array(text, disallowed_special=())  # = encode_ordinary
+        encoded = next(encoded_docs)
         flat.append(eot)
         flat.extend(encoded)  # a memcpy: tokenizer and shards both use uint16 up to 65,536 ids, else uint32
         lengths.append(len(encoded) + 1)
     return rows, [ids[r] for r in rows], flat.tobytes(), lengths.tobytes(), len(ids)
 
 
-def _ordered_results(pool, tasks: list[tuple[int, int]], start: int, split: str, workers: int) -> Iterator[tuple]:
-    """Results of tasks[start:], in task order, with at most a few tasks in flight (bounded memory)."""
+def _ordered_results(pool_of: Callable[[], Any] | None, tasks: list[tuple[int, int]], start: int, split: str,
+                     workers: int) -> Iterator[tuple]:
+    """Results of tasks[start:], in task order, with at most a few tasks in flight (bounded memory).
+
+    pool_of() gives the worker pool (None: everything is encoded here). The first task is always
+    encoded here, before the pool is asked for: with fork, workers made after it start from the
+    words it taught this process's tokenizer (a copy of its caches), rather than each learning the
+    commonest words of the corpus again."""
+    if start >= len(tasks):
+        return
+    yield start, encode_task(tasks[start], split)
+    pool = pool_of() if pool_of is not None else None
     if pool is None:
-        for t in range(start, len(tasks)):
+        for t in range(start + 1, len(tasks)):
             yield t, encode_task(tasks[t], split)
         return
     window = 2 * workers + 2
     pending: deque = deque()
-    next_task = start
+    next_task = start + 1
     while next_task < len(tasks) and len(pending) < window:
         pending.append((next_task, pool.apply_async(encode_task, (tasks[next_task], split))))
         next_task += 1
@@ -447,19 +461,22 @@ class ShardsJob:
     progress: dict[str, Any]
     journal: Journal
 
+    def worker_pool(self):
+        """The pool of worker processes, made on first need (after this process has encoded a task)."""
+        if self.pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=self._init_args)
+        return self.pool
+
     def encode_here(self, tok, files: list[Path], rule: SplitRule, splits: list[str], total_docs: int,
                     progress_bar: bool) -> None:
         """Encode every split not yet done in worker processes of the local machine (or in this process)."""
         from tokenizer.progress import Progress  # a bar on a terminal, a line now and then in a log
 
-        init_args = (tok, [str(p) for p in files], rule, self.dtype.str)
+        init_args = self._init_args = (tok, [str(p) for p in files], rule, self.dtype.str)
+        _init_worker(*init_args)  # this process encodes too: each split's first task (_ordered_results)
         try:
-            if self.workers > 1:
-                methods = multiprocessing.get_all_start_methods()
-                ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-                self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=init_args)
-            else:
-                _init_worker(*init_args)
             for split in splits:
                 if self.progress["splits"][split]["done"]:
                     continue
@@ -486,7 +503,8 @@ class ShardsJob:
         start_position = tuple(resume["position"])
         writer = ShardWriter(self.out_dir, split, self.fmt, self.shard_tokens, self.dtype, self.eot_id,
                              next_index=len(state["shards"]), on_shard=on_shard)
-        results = _ordered_results(self.pool, self.tasks, start_position[0], split, self.workers)
+        results = _ordered_results(self.worker_pool if self.workers > 1 else None, self.tasks, start_position[0],
+                                   split, self.workers)
         for t, (rows, ids, packed, packed_lengths, group_rows) in results:
             tokens = np.frombuffer(packed, dtype=self.dtype)
             ends = np.cumsum(np.frombuffer(packed_lengths, dtype=np.uint64)).tolist()

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -274,8 +273,11 @@ def test_writer_cuts_documents_and_uses_uint32_for_big_vocabularies(tmp_path):
     assert table.column("input_ids").to_pylist() == [[66000, 5, 6, 7, 8]]
 
 
-def test_encoding_window_bounds_memory():
-    """At most 2*workers+2 tasks are in flight, however many tasks there are: memory does not grow."""
+def test_encoding_window_bounds_memory(monkeypatch):
+    """At most 2*workers+2 tasks are in flight, however many tasks there are: memory does not grow.
+    The first task is encoded here, before the pool exists (its workers then start warm)."""
+    encoded_here = []
+    monkeypatch.setattr(shards, "encode_task", lambda task, split: encoded_here.append(task) or task)
 
     class FakePool:
         def __init__(self):
@@ -295,8 +297,15 @@ def test_encoding_window_bounds_memory():
 
     pool = FakePool()
     tasks = [(0, i) for i in range(1000)]
-    got = deque(shards._ordered_results(pool, tasks, 0, "train", workers=3), maxlen=1)
-    assert got[0] == (999, (0, 999)) and pool.peak == 8
+
+    def pool_of():
+        assert encoded_here == [(0, 0)]  # made after the first task, which was encoded here
+        return pool
+
+    results = shards._ordered_results(pool_of, tasks, 0, "train", workers=3)
+    assert [t for t, _ in results] == list(range(1000))  # in order
+    assert encoded_here == [(0, 0)] and pool.peak == 8
+    assert list(shards._ordered_results(pool_of, tasks, 1000, "train", workers=3)) == []  # nothing left
 
 
 def test_empty_documents_are_skipped_and_counted_and_big_document(tmp_path):
