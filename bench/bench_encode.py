@@ -13,13 +13,13 @@ Unseen text: the two corpora of bench/encode_corpora.py, built offline from file
   - ours, cold: a fresh tokenizer's first pass, one encode_ordinary call per document;
   - ours, half-warm: caches filled by the first half of the corpus, timed on the second half;
   - ours, warm: the corpus again after one pass;
-  - ours, cold, batched: encode_to_arrays on 256 documents at a time (a row group of `make data`'s
-    raw files: the new words of all 256 are merged together, bpe.py), and the same documents one
-    encode_to_array call each (what `make shards` does), against tiktoken's encode_to_numpy per
-    document (all three return arrays, not lists of ints);
+  - ours, batched: encode_to_arrays on 256 documents at a time (a row group of `make data`'s raw
+    files, and what `make shards` does: the chunk table, tokenizer/chunk_table.py), cold, half-warm
+    and warm, and the same documents one encode_to_array call each, against tiktoken's
+    encode_to_numpy per document (they all return arrays, not lists of ints);
   - with --baseline DIR (the tokenizer/ package of another checkout, e.g. made with
-    `git worktree add`), the same per-document rows for that version, measured in the same rounds:
-    the before/after comparison.
+    `git worktree add`), the same per-document rows and the cold batched row for that version,
+    measured in the same rounds: the before/after comparison.
 
 Embedded python-docs corpus (the project's own small corpus, 2 MB) as before: cold, warm and
 half-warm against tiktoken, two long single pieces ("a" * 100_000, " " * 100_000: the worst case for
@@ -158,6 +158,8 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
     n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     second_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in second)
     batches = [texts[i : i + BATCH_DOCS] for i in range(0, len(texts), BATCH_DOCS)]
+    first_batches = [first[i : i + BATCH_DOCS] for i in range(0, len(first), BATCH_DOCS)]
+    second_batches = [second[i : i + BATCH_DOCS] for i in range(0, len(second), BATCH_DOCS)]
     versions = [("ours", tok)] + ([("before", baseline)] if baseline is not None else [])
     best: dict[str, float] = {}
 
@@ -166,6 +168,9 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
 
     def per_document(t, xs):
         return lambda: [t.encode_ordinary(x) for x in xs]
+
+    def batched(t, bs):
+        return lambda: [t.encode_to_arrays(b, disallowed_special=()) for b in bs]
 
     def warm_on(t, xs):
         return lambda: (t.clear_cache(), [t.encode_ordinary(x) for x in xs])
@@ -180,8 +185,11 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
             keep(f"{name} half", cpu(per_document(t, second), setup=warm_on(t, first)))
         keep("ours arrays", cpu(lambda: [tok.encode_to_array(x, disallowed_special=()) for x in texts],
                                 setup=tok.clear_cache))
-        keep("ours batched", cpu(lambda: [tok.encode_to_arrays(b, disallowed_special=()) for b in batches],
-                                 setup=tok.clear_cache))
+        for name, t in versions:
+            keep(f"{name} batched", cpu(batched(t, batches), setup=t.clear_cache))
+        keep("ours batched warm", cpu(batched(tok, batches)))
+        keep("ours batched half", cpu(batched(tok, second_batches),
+                                      setup=lambda: (tok.clear_cache(), batched(tok, first_batches)())))
     tok.clear_cache()
     for text in texts:
         tok.encode_ordinary(text)
@@ -200,7 +208,12 @@ def unseen_text_table(corpus: str, texts: list[str], tok, enc, baseline, repeats
     rows += [row("tiktoken encode_to_numpy, per document", "tiktoken numpy", "tiktoken numpy"),
              row("ours, cold: encode_to_array per document", "ours arrays", "tiktoken numpy"),
              row(f"ours, cold, batched: encode_to_arrays, {BATCH_DOCS} documents a call", "ours batched",
-                 "tiktoken numpy")]
+                 "tiktoken numpy"),
+             row("ours, half-warm, batched (2nd half, caches from 1st half)", "ours batched half", "tiktoken half",
+                 second_bytes),
+             row("ours, warm, batched (after one pass)", "ours batched warm", "tiktoken numpy")]
+    if baseline is not None:
+        rows.append(row("before (--baseline), cold, batched", "before batched", "tiktoken numpy"))
     from bench.report import markdown_table
 
     table = markdown_table(["encoder (GPT-2 vocab)", "CPU s", "MB/s", "vs tiktoken"], rows)
@@ -335,12 +348,13 @@ def main(argv: list[str] | None = None) -> None:
         "## Tokenizer: encoding speed (`make bench-encode`)",
         stamp(),
         "### Text no cache has seen",
-        "The two corpora of bench/encode_corpora.py, built offline and deterministically from files on this "
-        "machine: the encoder's thresholds were tuned on the first, the second was only ever measured. CPU "
-        f"seconds, best of {args.repeats} interleaved rounds; outputs checked identical to tiktoken (per document "
-        "and batched) on every document first. Targets: cold >= 0.8x tiktoken (goal 1.0x), warm not below the "
-        f"previous version. Load average at the end of these rounds: {unseen_load:.1f} on {os.cpu_count()} "
-        "cores (other processes share them: CPU seconds are inflated by the contention, ratios less so).",
+        "The two corpora of bench/encode_corpora.py, built offline and deterministically from files installed "
+        "on the benchmark machine: the encoder's thresholds were tuned on the first, the second was only ever "
+        f"measured. CPU seconds, best of {args.repeats} interleaved rounds; outputs checked identical to tiktoken "
+        "(per document and batched) on every document first. Targets: cold >= 0.8x tiktoken (goal 1.0x), warm "
+        f"not below the previous version. Load average at the end of these rounds: {unseen_load:.1f} on "
+        f"{os.cpu_count()} cores (other processes share them: CPU seconds are inflated by the contention, "
+        "ratios less so).",
         *unseen_parts,
         "### Embedded python-docs corpus",
         f"Embedded python-docs corpus: {len(texts)} documents, {n_bytes / 1e6:.2f} MB UTF-8, {n_tokens:,} GPT-2 "

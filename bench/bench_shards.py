@@ -10,8 +10,10 @@ worker processes, encoding, writing the shards. The raw files are made by our ow
 documentation the encoder was tuned on, and the held-aside docstrings it never was (~23 and 28 MB
 of text no cache has seen: every run starts cold).
 
-- ours: pipelines.shards.run (pure-Python BPE in worker processes that read row groups
-  themselves, ordered windowed results, manifest with sha256 of every shard);
+- ours: pipelines.shards.run (the pure-Python tokenizer, a row group's documents per
+  encode_to_arrays call, i.e. through its chunk table; worker processes that read row groups
+  themselves, forked after the main process has encoded the first one; ordered windowed results,
+  manifest with sha256 of every shard);
 - reference: the way build-nanogpt's fineweb.py works: tiktoken's Rust encoder (GPT-2 built
   offline from the same files), multiprocessing.Pool.imap(tokenize, docs, chunksize=16), each
   result converted to a uint16 array and copied into a preallocated shard buffer, np.save per shard.
