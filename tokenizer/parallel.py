@@ -67,8 +67,10 @@ MIN_PARALLEL_CHARS = 1_000_000
 GUIDED_SHARE = 2
 SMALLEST_JOB_SHARE = 64
 # While encoding its own job, the caller unpacks the children's finished jobs this often (a
-# select() call when nothing is ready: ~1 us every ~15 ms of encoding).
-DRAIN_EVERY_CHARS = 256 * 1024
+# select() call when nothing is ready: ~1 us every ~50 ms of encoding). The texts in between are
+# encoded in one call, so this is also the caller's batch for the chunk table (chunk_table.py):
+# as large as the table's own batches (core.TABLE_BATCH_CHARS), since smaller ones cost ~20% more.
+DRAIN_EVERY_CHARS = 1024 * 1024
 # A UTF-8 character is at most 4 bytes and every id covers at least one byte.
 MAX_IDS_PER_CHAR = 4
 # Characters per forked round: bounds the shared buffer at 16 bytes a character (1 GiB).
