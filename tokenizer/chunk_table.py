@@ -74,7 +74,7 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], 
 # Odd 64-bit multipliers that mix a key's words into a slot number (the first: 2**64 / golden ratio).
 _MULTIPLIERS = [np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)]
 _MIN_SLOTS = 1 << 12
-# The fourth word of a slot: the key's length (0: a free slot), how many ids the chunk has, and
+# The fourth word of a slot, its "_where" word: the key's length (0: a free slot), how many ids the chunk has, and
 # where they start in the table's array of ids.
 _LENGTH_BITS, _COUNT_BITS = 8, 8
 _START_SHIFT = _LENGTH_BITS + _COUNT_BITS
