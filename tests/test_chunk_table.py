@@ -154,3 +154,15 @@ def test_keys_tell_a_nul_byte_from_the_end_of_a_chunk(ranks_and_specials, tiktok
     texts = ["a", "a\x00", "a\x00\x00", "\x00a"]
     for _ in range(2):
         assert [a.tolist() for a in tok.encode_to_arrays(texts)] == [tiktoken_gpt2.encode(t) for t in texts]
+
+
+def test_ids_over_65535_take_uint32(ranks_and_specials, tiktoken_gpt2):
+    """A vocabulary with an id past 65,535 packs ids as uint32, in the table as in the dict."""
+    ranks, specials = ranks_and_specials
+    tok = Tokenizer(ranks, {**specials, "<|big|>": 70_000})
+    texts = ["hello world, it's 2026!", "  indented\n\ttext", "é and 😀 too"]
+    for _ in range(2):
+        arrays = tok.encode_to_arrays(texts)
+        assert {a.typecode for a in arrays} == {"I"}
+        assert [a.tolist() for a in arrays] == [tiktoken_gpt2.encode(t) for t in texts]
+    assert tok._chunk_table.dtype == np.uint32
