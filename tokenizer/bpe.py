@@ -361,9 +361,7 @@ class PieceCache(dict):
         if to_merge:
             for i, ids in zip(to_merge, self._merge_many([pieces[i].encode("utf-8") for i in to_merge])):
                 out[i] = learned[pieces[i]] = ids
-        if len(self) >= self.max_size:
-            self.clear()
-        self._store_many(learned)
+        self._store_many(learned)  # empties a full cache first
         return out
 
     def clear(self) -> None:

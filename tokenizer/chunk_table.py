@@ -213,8 +213,7 @@ class ChunkTable:
 
     def _keep(self, words: np.ndarray, lengths: np.ndarray, ids: list[bytes]) -> np.ndarray:
         """Keep new keys with their packed ids; their _where words."""
-        counts = np.array([len(b) // self.dtype.itemsize for b in ids], dtype=np.int64)
-        where = self._keep_packed(np.frombuffer(b"".join(ids), dtype=self.dtype), counts, lengths)
+        where = self._keep_packed(*self._flat(ids), lengths)
         self._place(words, where)
         return where
 
@@ -222,18 +221,25 @@ class ChunkTable:
         """Chunks longer than a key, each from the dict cache; their ids are written after the
         table's, for this batch only (the next batch writes over them)."""
         rows = np.flatnonzero(lengths > MAX_KEY_BYTES)
-        ids = [learn(blob[a : a + k].decode("utf-8")) for a, k in zip(starts[rows].tolist(), lengths[rows].tolist())]
-        n = np.array([len(b) // self.dtype.itemsize for b in ids], dtype=np.int64)
-        self._ids = _grown(self._ids, self._n_ids + int(n.sum()))
-        self._ids[self._n_ids : self._n_ids + int(n.sum())] = np.frombuffer(b"".join(ids), dtype=self.dtype)
+        flat, n = self._flat([learn(blob[a : a + k].decode("utf-8"))
+                              for a, k in zip(starts[rows].tolist(), lengths[rows].tolist())])
         counts[rows] = n
-        sources[rows] = self._n_ids + np.cumsum(n) - n
+        sources[rows] = self._write_ids(flat, n)
+
+    def _flat(self, ids: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Packed ids of several strings: all of them end to end, and how many each has."""
+        counts = np.array([len(b) // self.dtype.itemsize for b in ids], dtype=np.int64)
+        return np.frombuffer(b"".join(ids), dtype=self.dtype), counts
+
+    def _write_ids(self, flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Write ids after the table's (growing its array as needed); where each string's ids start."""
+        self._ids = _grown(self._ids, self._n_ids + len(flat))
+        self._ids[self._n_ids : self._n_ids + len(flat)] = flat
+        return self._n_ids + np.cumsum(counts) - counts
 
     def _keep_packed(self, flat: np.ndarray, counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Append ids (`counts` per key, end to end in `flat`) to the table's; the keys' _where words."""
-        self._ids = _grown(self._ids, self._n_ids + len(flat))
-        self._ids[self._n_ids : self._n_ids + len(flat)] = flat
-        starts = self._n_ids + np.cumsum(counts) - counts
+        starts = self._write_ids(flat, counts)
         self._n_ids += len(flat)
         # Every id stands for at least one byte, so a key's chunk (at most MAX_KEY_BYTES bytes) has
         # at most that many ids: its length and count both fit in 8 bits.

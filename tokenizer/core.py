@@ -421,8 +421,7 @@ class Tokenizer:
     def clear_cache(self) -> None:
         """Forget cached pieces and chunks (only useful to measure a cold start)."""
         self._cache.clear()
-        if self._chunk_table is not None:
-            self._chunk_table = None  # the next batch makes a new one (another thread may be using this one)
+        self._chunk_table = None  # the next batch makes a new one (another thread may be using this one)
 
     # -------------------------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
