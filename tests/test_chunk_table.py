@@ -76,18 +76,41 @@ def test_the_table_is_emptied_when_full(ranks_and_specials, corpus_texts, tiktok
     assert any(later < earlier for earlier, later in itertools.pairwise(sizes))  # it was emptied
 
 
-def test_chunks_longer_than_a_key_are_encoded_not_kept(ranks_and_specials, tiktoken_gpt2):
+def held_by(table: ct.ChunkTable, strings: list[str]) -> np.ndarray:
+    """Which of `strings` (each at most a key long) the table holds."""
+    lengths = np.array([len(s.encode("utf-8")) for s in strings])
+    words = ct._key_words("".join(strings).encode("utf-8"), np.cumsum(lengths) - lengths, lengths)
+    return table._find(words, lengths) != 0
+
+
+def test_chunks_longer_than_a_key_are_learned_from_their_pieces_and_kept_by_the_dict(
+        ranks_and_specials, tiktoken_gpt2, monkeypatch):
     tok = Tokenizer(*ranks_and_specials)
-    long_chunk = " " + "supercalifragilistic" * 3 + "()"
-    indented = "\n" + " " * 40 + "return"
-    assert len(long_chunk) > ct.MAX_KEY_BYTES and len(indented) > ct.MAX_KEY_BYTES
-    texts = [long_chunk, indented * 3, long_chunk + indented]
+    link = " [#2367](https://github.com/nodejs/node/pull/2367)."  # long, ASCII, every piece short
+    assert len(link) > ct.MAX_KEY_BYTES
+    texts = [link, f"see{link} and{link}", "fine"]
+    assert [a.tolist() for a in tok.encode_to_arrays(texts)] == [tiktoken_gpt2.encode(t) for t in texts]
+    assert link in tok._cache  # the dict keeps the long chunk, the table its pieces
+    assert held_by(tok._chunk_table, tok._split_pieces(link)).all()
+
+    def learns_nothing(new):
+        raise AssertionError(f"learned again: {new}")
+    monkeypatch.setattr(tok._cache, "learn_pieces", learns_nothing)
+    monkeypatch.setattr(tok._cache, "remember", learns_nothing)  # the long chunk is found in the dict
+    assert [a.tolist() for a in tok.encode_to_arrays(texts)] == [tiktoken_gpt2.encode(t) for t in texts]
+
+
+def test_long_chunks_with_a_piece_longer_than_a_key_or_not_ascii_go_to_the_dict(ranks_and_specials,
+                                                                                tiktoken_gpt2):
+    tok = Tokenizer(*ranks_and_specials)
+    # Pieces of 30 bytes: two that share their first 24 bytes and length must not be taken for one.
+    same_start = [" x." + "a" * 29 + "b.", " x." + "a" * 30 + "."]
+    indented = "\n" + " " * 40 + "return"  # 40 bytes of whitespace: one piece
+    not_ascii = " \u201csupercalifragilistic\u201d-and-more"
+    texts = [*same_start, indented * 3, not_ascii, "".join(same_start) + indented]
     for _ in range(2):
         assert [a.tolist() for a in tok.encode_to_arrays(texts)] == [tiktoken_gpt2.encode(t) for t in texts]
-        assert len(tok._chunk_table) == 0  # every chunk there is long: encoded by the dict, never kept
-    mixed = [f"a{long_chunk} b"]
-    assert [a.tolist() for a in tok.encode_to_arrays(mixed)] == [tiktoken_gpt2.encode(t) for t in mixed]
-    assert len(tok._chunk_table) == 2  # "a" and " b", the short chunks around the long one
+        assert all(chunk in tok._cache for chunk in [*same_start, not_ascii])
 
 
 def test_a_lone_surrogate_is_repaired_as_tiktoken_does(ranks_and_specials, tiktoken_gpt2):

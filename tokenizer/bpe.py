@@ -364,6 +364,10 @@ class PieceCache(dict):
         self._store_many(learned)  # empties a full cache first
         return out
 
+    def remember(self, new: dict[str, bytes]) -> None:
+        """Keep entries learned elsewhere (chunk_table.py), within the limits (see "Memory")."""
+        self._store_many(new)
+
     def clear(self) -> None:
         super().clear()
         self.room = self.max_bytes

@@ -24,9 +24,13 @@ and so `make shards`) in a few dozen numpy calls, making no Python object per ch
      pieces by the rules GPT-2's regex comes down to on ASCII (_pieces), and the pieces are looked
      up in the table too, since a piece is a key like any other; only the pieces no one has seen
      reach Python, all at once (PieceCache.learn_pieces: BPE, merged in numpy when there are
-     many). A chunk with other characters (Unicode classes) or longer than a key goes to the dict
-     cache, one by one, as it would without the table;
-  5. every chunk's ids are copied out with one gather (np.repeat of where each chunk's ids start),
+     many). A chunk with other characters (Unicode classes) goes to the dict cache, one by one, as
+     it would without the table;
+  5. a chunk longer than a key (a URL, a path, a long identifier) is looked up in the dict cache,
+     which keeps them (bpe.py, "Memory"); the new ones, if ASCII, are cut into pieces and learned
+     from them like the short ones (only a piece longer than a key, rare, sends its chunk to the
+     dict), then handed to the dict to keep;
+  6. every chunk's ids are copied out with one gather (np.repeat of where each chunk's ids start),
      and the batch's ids are cut back into one packed bytes per text.
 
 Why it is exact: what the table holds for a string is its ids encoded alone -- given by the dict
@@ -48,11 +52,16 @@ meanwhile takes the dict path (Tokenizer does this with `lock`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from itertools import compress
+from operator import not_
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .pattern import REGEX_WHITESPACE
+
+if TYPE_CHECKING:
+    from .bpe import ChunkCache
 
 KEY_WORDS = 3  # a key is this many uint64 words (and a length)
 MAX_KEY_BYTES = 8 * KEY_WORDS  # ~98% of the chunks of English text are this short (benchmark corpora)
@@ -83,9 +92,10 @@ _START_SHIFT = _LENGTH_BITS + _COUNT_BITS
 class ChunkTable:
     """Chunk (up to MAX_KEY_BYTES bytes of UTF-8) -> packed ids, for whole batches of texts at a time.
 
-    `encode(texts, learn_chunk, learn_pieces)`: the packed ids of every text; for what the table
-    does not hold, learn_chunk(chunk) gives a chunk's packed ids (the dict cache's __getitem__) and
-    learn_pieces(pieces) those of each of a list of pieces (PieceCache.learn_pieces).
+    `encode(texts, cache)`: the packed ids of every text. What the table does not hold comes from
+    `cache`, the dict cache (bpe.ChunkCache): cache[chunk] is a chunk's packed ids (learned if
+    need be), cache.get(chunk) those of a chunk it holds, cache.learn_pieces(pieces) those of each
+    of a list of pieces, and cache.remember(new) keeps chunks learned here.
     """
 
     def __init__(self, typecode: str, max_entries: int):
@@ -109,8 +119,7 @@ class ChunkTable:
         self._mask = n_slots - 1
 
     # ------------------------------------------------------------------------------ the batch
-    def encode(self, texts: list[str], learn_chunk: Callable[[str], bytes],
-               learn_pieces: Callable[[list[str]], list[bytes]]) -> list[bytes]:
+    def encode(self, texts: list[str], cache: ChunkCache) -> list[bytes]:
         encoded = [text.encode("utf-8") for text in texts]  # UnicodeEncodeError: a lone surrogate
         blob = b"".join(encoded)
         if not blob:
@@ -123,10 +132,10 @@ class ChunkTable:
         words = _key_words(blob, starts[short], lengths[short])
         where[short] = self._find(words, lengths[short])
         if not where[short].all():
-            self._learn(blob, starts, lengths, short, words, where, learn_chunk, learn_pieces)
+            self._learn(blob, starts, lengths, short, words, where, cache.__getitem__, cache.learn_pieces)
         counts, sources = _count(where), _source(where)  # how many ids each chunk has, and where
         if len(short) < len(starts):
-            self._learn_long(blob, starts, lengths, counts, sources, learn_chunk)
+            self._learn_long(blob, starts, lengths, counts, sources, cache)
 
         # One gather for all the batch's ids.
         out = self._ids[_spans(sources, counts)].tobytes()
@@ -182,6 +191,24 @@ class ChunkTable:
         packed = data[_spans(starts, lengths)]
         firsts = np.cumsum(lengths) - lengths  # where each chunk starts in `packed`
         piece_starts = _pieces(packed, firsts)
+        piece_where, pieces_per_chunk = self._piece_where(packed, firsts, piece_starts, learn_pieces)
+
+        # A chunk of one piece *is* that piece, kept as such by _piece_where. A chunk of several gets
+        # its pieces' ids end to end, copied in one gather, kept under its own key.
+        where = piece_where[np.cumsum(pieces_per_chunk) - pieces_per_chunk]
+        several = np.flatnonzero(pieces_per_chunk > 1)
+        if len(several):
+            theirs = piece_where[np.repeat(pieces_per_chunk > 1, pieces_per_chunk)]
+            where[several] = self._keep_packed(*self._end_to_end(theirs, pieces_per_chunk[several]),
+                                               lengths[several])
+            self._place(words[several], where[several])
+        return where
+
+    def _piece_where(self, packed, firsts, piece_starts, learn_pieces) -> tuple[np.ndarray, np.ndarray]:
+        """The _where word of every piece of ASCII chunks laid end to end in `packed` (from `firsts`
+        on, cut at `piece_starts`, every piece at most MAX_KEY_BYTES long), learning the pieces the
+        table does not hold: the distinct ones, in one call of learn_pieces, then kept in the table.
+        And how many pieces each chunk has."""
         piece_lengths = np.diff(piece_starts, append=len(packed))
         piece_words = _key_words(packed.tobytes(), piece_starts, piece_lengths)
         piece_where = self._find(piece_words, piece_lengths)
@@ -196,20 +223,14 @@ class ChunkTable:
             ids = learn_pieces([text[a : a + k].decode("ascii")
                                 for a, k in zip(piece_starts[new].tolist(), piece_lengths[new].tolist())])
             piece_where[missing] = self._keep(piece_words[new], piece_lengths[new], ids)[np.cumsum(first) - 1]
+        return piece_where, pieces_per_chunk
 
-        # A chunk of one piece *is* that piece, kept as such just above. A chunk of several gets its
-        # pieces' ids end to end, copied in one gather, kept under its own key.
-        where = piece_where[np.cumsum(pieces_per_chunk) - pieces_per_chunk]
-        several = np.flatnonzero(pieces_per_chunk > 1)
-        if len(several):
-            theirs = piece_where[np.repeat(pieces_per_chunk > 1, pieces_per_chunk)]
-            counts = _count(theirs)
-            per_chunk = pieces_per_chunk[several]
-            chunk_counts = np.add.reduceat(counts, np.cumsum(per_chunk) - per_chunk)
-            where[several] = self._keep_packed(self._ids[_spans(_source(theirs), counts)], chunk_counts,
-                                               lengths[several])
-            self._place(words[several], where[several])
-        return where
+    def _end_to_end(self, piece_where: np.ndarray, pieces_per_chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of chunks made of the given pieces (in order, `pieces_per_chunk` each), end to end
+        in one gather from the table's ids, and how many each chunk has."""
+        counts = _count(piece_where)
+        return (self._ids[_spans(_source(piece_where), counts)],
+                np.add.reduceat(counts, np.cumsum(pieces_per_chunk) - pieces_per_chunk))
 
     def _keep(self, words: np.ndarray, lengths: np.ndarray, ids: list[bytes]) -> np.ndarray:
         """Keep new keys with their packed ids; their _where words."""
@@ -217,14 +238,45 @@ class ChunkTable:
         self._place(words, where)
         return where
 
-    def _learn_long(self, blob, starts, lengths, counts, sources, learn) -> None:
-        """Chunks longer than a key, each from the dict cache; their ids are written after the
-        table's, for this batch only (the next batch writes over them)."""
+    def _learn_long(self, blob, starts, lengths, counts, sources, cache: ChunkCache) -> None:
+        """Chunks longer than a key: looked up in the dict cache; the distinct ones it misses learned
+        together (_learn_new_long) and handed to it. Their ids are written after the table's, for
+        this batch only (the next batch writes over them)."""
         rows = np.flatnonzero(lengths > MAX_KEY_BYTES)
-        flat, n = self._flat([learn(blob[a : a + k].decode("utf-8"))
-                              for a, k in zip(starts[rows].tolist(), lengths[rows].tolist())])
+        chunks = [blob[a : a + k].decode("utf-8") for a, k in zip(starts[rows].tolist(), lengths[rows].tolist())]
+        ids = list(map(cache.get, chunks))
+        if not all(ids):  # packed ids are never empty: a falsy one is a miss (None)
+            learned = self._learn_new_long(list(dict.fromkeys(compress(chunks, map(not_, ids)))), cache)
+            ids = list(map(learned.get, chunks, ids))
+        flat, n = self._flat(ids)  # after _learn_new_long, which may add ids to the table's
         counts[rows] = n
         sources[rows] = self._write_ids(flat, n)
+
+    def _learn_new_long(self, chunks: list[str], cache: ChunkCache) -> dict[str, bytes]:
+        """Packed ids of distinct long chunks the dict cache does not hold. The ASCII ones are cut
+        into pieces in numpy and learned from them (_piece_where: the pieces are short keys like
+        any other), then handed to the dict to keep; a chunk with other characters, or with a piece
+        too long to be a key (a row of 30 dashes), is learned by the dict itself, one by one."""
+        by_dict = [chunk for chunk in chunks if not chunk.isascii()]
+        by_pieces = [chunk for chunk in chunks if chunk.isascii()]
+        learned: dict[str, bytes] = {}
+        packed, firsts, piece_starts = _ascii_pieces(by_pieces)
+        too_long = piece_starts[np.diff(piece_starts, append=len(packed)) > MAX_KEY_BYTES]
+        if len(too_long):  # their chunks go to the dict; the others are cut again without them
+            has_long = np.zeros(len(by_pieces), dtype=bool)
+            has_long[np.searchsorted(firsts, too_long, side="right") - 1] = True
+            by_dict += [by_pieces[i] for i in np.flatnonzero(has_long).tolist()]
+            by_pieces = [by_pieces[i] for i in np.flatnonzero(~has_long).tolist()]
+            packed, firsts, piece_starts = _ascii_pieces(by_pieces)
+        if by_pieces:
+            piece_where, pieces_per_chunk = self._piece_where(packed, firsts, piece_starts, cache.learn_pieces)
+            flat, chunk_counts = self._end_to_end(piece_where, pieces_per_chunk)
+            data = flat.tobytes()
+            ends = (np.cumsum(chunk_counts) * self.dtype.itemsize).tolist()
+            learned = dict(zip(by_pieces, map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+            cache.remember(dict(learned))
+        learned.update(zip(by_dict, map(cache.__getitem__, by_dict)))
+        return learned
 
     def _flat(self, ids: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Packed ids of several strings: all of them end to end, and how many each has."""
@@ -362,6 +414,16 @@ def _pieces(data: np.ndarray, chunk_starts: np.ndarray) -> np.ndarray:
             after = at + size
             starts[after[after < end[short_form if size == 2 else long_form]]] = True
     return np.flatnonzero(starts)
+
+
+def _ascii_pieces(chunks: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ASCII chunks end to end as bytes, where each starts, and where their pieces start (_pieces)."""
+    if not chunks:
+        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    packed = np.frombuffer("".join(chunks).encode("ascii"), dtype=np.uint8)
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    firsts = np.cumsum(lengths) - lengths
+    return packed, firsts, _pieces(packed, firsts)
 
 
 def _chunks(blob: bytes, text_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -313,7 +313,7 @@ class Tokenizer:
 
     def _packed_table_batch(self, texts: list[str]) -> list[bytes]:
         try:
-            return self._chunk_table.encode(texts, self._cache.__getitem__, self._cache.learn_pieces)
+            return self._chunk_table.encode(texts, self._cache)
         except UnicodeEncodeError:  # a lone surrogate in some text: the dict path repairs it
             return list(map(self._packed_ordinary, texts))
 
