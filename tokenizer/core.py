@@ -404,7 +404,7 @@ class Tokenizer:
         """encode() every text, in parallel when that pays off; results in input order.
 
         workers: how many processes encode, this one included (default: all CPU cores), so
-        workers=2 forks one child; workers=1 or a batch under a million characters runs in this
+        workers=2 forks one child; workers=1 or a batch under two million characters runs in this
         process only (see parallel.py).
         """
         from .parallel import encode_batch
