@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.sources import python_docs
     from tokenizer import Tokenizer
     from tokenizer.gpt2_files import gpt2_package_files
+    from tokenizer.parallel import MIN_PARALLEL_CHARS
 
     texts = python_docs.texts()
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -379,7 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         "the cores. What 2 workers cannot split: the caller alone makes the Python ints of every id (~15% of a "
         "warm encode), and with cold caches each process learns the words it meets by itself, so common words "
         "are learned twice. On a small cold input that dominates: encoding half of the corpus from cold caches "
-        "costs ~70% of encoding all of it. The last row is the ceiling of these two cores for this work: two "
+        "costs ~70% of encoding all of it, which is why encode_batch encodes a batch of fewer than "
+        f"{MIN_PARALLEL_CHARS:,} characters (tokenizer/parallel.py) in the calling process, whatever `workers` "
+        "says: the small input here is one. The last row is the ceiling of these two cores for this work: two "
         "processes that share nothing, each encoding the whole input, slow each other down (shared caches and "
         "memory bandwidth, and on a VM whatever the host does); it is measured in the same rounds.",
         batch_table,
