@@ -132,7 +132,7 @@ class ChunkTable:
         words = _key_words(blob, starts[short], lengths[short])
         where[short] = self._find(words, lengths[short])
         if not where[short].all():
-            self._learn(blob, starts, lengths, short, words, where, cache.__getitem__, cache.learn_pieces)
+            self._learn(blob, starts, lengths, short, words, where, cache)
         counts, sources = _count(where), _source(where)  # how many ids each chunk has, and where
         if len(short) < len(starts):
             self._learn_long(blob, starts, lengths, counts, sources, cache)
@@ -146,13 +146,13 @@ class ChunkTable:
         bounds = (np.append(firsts, ends[-1])[text_first_chunk] * self.dtype.itemsize).tolist()
         return [out[a:b] for a, b in zip(bounds, bounds[1:])]
 
-    def _learn(self, blob, starts, lengths, short, words, where, learn_chunk, learn_pieces) -> None:
+    def _learn(self, blob, starts, lengths, short, words, where, cache: ChunkCache) -> None:
         """Find the ids of the short chunks the table missed, and keep them in the table.
 
         Repeats first: a new word is usually met several times in a batch, so the missed keys are
         sorted and only the distinct ones are learned. An ASCII one is learned from its pieces
-        (_learn_by_pieces); one with other characters by learn_chunk, the dict cache, which knows
-        the Unicode classes (pattern.py).
+        (_learn_by_pieces); one with other characters by the dict cache, which knows the Unicode
+        classes (pattern.py).
         """
         missed = short[where[short] == 0]
         order, first = _distinct(words[np.searchsorted(short, missed)], lengths[missed])
@@ -170,10 +170,10 @@ class ChunkTable:
         by_pieces = np.flatnonzero(ascii_new)
         if len(by_pieces):
             new_where[by_pieces] = self._learn_by_pieces(data, starts[new[by_pieces]], lengths[new[by_pieces]],
-                                                         new_words[by_pieces], learn_pieces)
+                                                         new_words[by_pieces], cache.learn_pieces)
         whole = np.flatnonzero(~ascii_new)
         if len(whole):
-            ids = [learn_chunk(blob[a : a + k].decode("utf-8"))
+            ids = [cache[blob[a : a + k].decode("utf-8")]
                    for a, k in zip(starts[new[whole]].tolist(), lengths[new[whole]].tolist())]
             new_where[whole] = self._keep(new_words[whole], lengths[new[whole]], ids)
         where[missed] = new_where[np.cumsum(first) - 1]
